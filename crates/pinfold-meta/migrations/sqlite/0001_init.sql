@@ -1,0 +1,2 @@
+-- filled in by the meta implementation
+SELECT 1;

@@ -1,0 +1,46 @@
+use pinfold_oci::Digest;
+
+/// What went wrong in the blob store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The content received does not hash to the digest the client announced.
+    #[error("content digest {actual} does not match the expected {expected}")]
+    DigestMismatch {
+        /// Digest the client announced.
+        expected: Digest,
+        /// Digest of what was received.
+        actual: Digest,
+    },
+    /// No upload session with this id (never existed, completed, or cancelled).
+    #[error("upload {0} is unknown")]
+    UploadUnknown(String),
+    /// A chunk was sent for an offset other than the upload's current end.
+    #[error("chunk starts at {requested} but the upload has {current} bytes")]
+    UploadOffsetMismatch {
+        /// Bytes the upload holds.
+        current: u64,
+        /// Where the client said its chunk starts.
+        requested: u64,
+    },
+    /// The upload would grow past the configured maximum blob size.
+    #[error("upload exceeds the maximum blob size of {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// The request body failed before it ended (client disconnect, timeout); nothing was kept.
+    #[error("request body ended early: {0}")]
+    BodyInterrupted(String),
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
