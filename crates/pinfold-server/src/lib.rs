@@ -1,1 +1,57 @@
-//! placeholder
+//! Pinfold's HTTP surface: the OCI Distribution API at `/v2/` ([`v2`]), the management API at
+//! `/api/v1/` ([`api`]) and `/healthz`, over the registry rules in [`registry`].
+//!
+//! Requests are found by folder: `v2/manifests.rs` answers `/v2/<name>/manifests/<ref>`,
+//! `v2/uploads.rs` `/v2/<name>/blobs/uploads/...`, and so on. Handlers translate; the
+//! [`registry::Registry`] decides; `pinfold-store` and `pinfold-meta` keep bytes and records.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod api;
+mod app;
+mod config;
+pub mod registry;
+pub mod v2;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use app::{open_registry, router, Server};
+pub use config::ServerConfig;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blob store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] pinfold_store::StoreError),
+    /// The metadata database cannot be opened.
+    #[error(transparent)]
+    Meta(#[from] pinfold_meta::MetaError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The accept loop failed.
+    #[error("serving failed: {source}")]
+    Serve {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,1 +1,76 @@
-fn main() {}
+//! The `pinfold` binary: parses the command line, loads the configuration, starts logging and
+//! hands each subcommand to its library entry point (`src/cmd/`).
+
+mod cmd;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use config::{Config, Overrides};
+
+/// Pinfold: a registry that keeps container builds deterministic and recoverable.
+///
+/// Exit codes: 0 success; 1 findings, differences or a failed check; 2 error.
+#[derive(Debug, Parser)]
+#[command(name = "pinfold", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (default: ./pinfold.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the registry (OCI distribution API at /v2/, management API at /api/v1/).
+    ///
+    /// Zero-config: listens on 127.0.0.1:5000 and keeps data in ./pinfold-data.
+    Serve {
+        /// Address to listen on (port 0 picks a free port, printed at start).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Directory for blobs, uploads and metadata.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pinfold: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve { listen, data_dir } => {
+            let config = Config::load(
+                cli.config.as_deref(),
+                std::env::vars(),
+                Overrides { listen, data_dir },
+            )?;
+            runtime.block_on(cmd::serve::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The management API at `/api/v1/`, JSON in and out, with its own error format
+//! (`{"error":{"code","message"}}`): it is Pinfold's API, not the OCI one.
+
+mod error;
+mod history;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::registry::Registry;
+
+/// The `/api/v1/` routes.
+pub fn routes() -> Router<Registry> {
+    Router::new().route(
+        "/api/v1/repositories/{*path}",
+        get(history::repository_path),
+    )
+}

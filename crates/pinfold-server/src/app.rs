@@ -1,0 +1,139 @@
+//! Wiring: opens storage and metadata, builds the router, serves until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use pinfold_meta::Meta;
+use pinfold_store::BlobStore;
+use tokio::net::TcpListener;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::registry::Registry;
+use crate::{api, v2, ServerConfig, ServerError};
+
+/// The whole HTTP surface over `registry`.
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .merge(v2::routes())
+        .merge(api::routes())
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .with_state(registry)
+        .layer(
+            // One span per request and one event per response, at DEBUG so that the hot path
+            // pays nothing unless asked (`RUST_LOG=tower_http=debug`).
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+}
+
+/// Opens the blob store and metadata under `data_dir`.
+///
+/// # Errors
+/// When the directory, the store or the database cannot be opened.
+pub async fn open_registry(
+    data_dir: &Path,
+    config: &ServerConfig,
+) -> Result<Registry, ServerError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let store = BlobStore::open(data_dir)?;
+    let meta = Meta::open_sqlite(&data_dir.join("meta.db")).await?;
+    Ok(Registry::new(
+        store,
+        meta,
+        config.manifest_cache_bytes,
+        config.max_blob_bytes,
+    ))
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    listener: TcpListener,
+    registry: Registry,
+    grace: Duration,
+}
+
+impl Server {
+    /// Opens the data directory and binds the listen address (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When storage cannot be opened or the address cannot be bound.
+    pub async fn bind(
+        listen: SocketAddr,
+        data_dir: &Path,
+        config: &ServerConfig,
+    ) -> Result<Server, ServerError> {
+        let registry = open_registry(data_dir, config).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: listen,
+                source,
+            })?;
+        Ok(Server {
+            listener,
+            registry,
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        })
+    }
+
+    /// The address actually bound.
+    ///
+    /// # Errors
+    /// When the socket cannot report it.
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the grace
+    /// period) and closes the metadata store, so nothing is left half-written.
+    ///
+    /// # Errors
+    /// When the accept loop fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            registry,
+            grace,
+        } = self;
+        let app = router(registry.clone());
+        // Small answers (manifests, upload receipts) must not wait for Nagle.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut stop = stop_rx.clone();
+        let deadline = async move {
+            let _ = stop.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = serve => result.map_err(|source| ServerError::Serve { source })?,
+            () = deadline => tracing::warn!("requests still running after {grace:?}; closing anyway"),
+        }
+        registry.meta().close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! The registry's rules, between the `/v2/` handlers and the store and metadata crates.
+//!
+//! Handlers parse requests and shape responses; everything that decides (which blobs a
+//! manifest needs, in what order bytes and metadata become durable, what the caches may keep)
+//! happens here, in one place per operation.
+
+mod cache;
+mod manifests;
+mod uploads;
+
+use std::sync::Arc;
+
+use pinfold_meta::{Meta, TagMove, TagMoveSource};
+use pinfold_oci::{Digest, RepoName};
+use pinfold_store::{BlobFile, BlobStore};
+
+pub use cache::ManifestCache;
+pub use manifests::{ManifestBody, PushedManifest};
+pub use uploads::UploadOutcome;
+
+use crate::v2::error::{ErrorCode, OciError};
+
+/// Shared registry state. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: BlobStore,
+    meta: Meta,
+    cache: ManifestCache,
+    max_blob_bytes: Option<u64>,
+}
+
+impl Registry {
+    /// A registry over `store` and `meta`.
+    pub fn new(
+        store: BlobStore,
+        meta: Meta,
+        manifest_cache_bytes: usize,
+        max_blob_bytes: Option<u64>,
+    ) -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                store,
+                meta,
+                cache: ManifestCache::new(manifest_cache_bytes),
+                max_blob_bytes,
+            }),
+        }
+    }
+
+    /// The metadata store.
+    pub fn meta(&self) -> &Meta {
+        &self.inner.meta
+    }
+
+    /// The blob store.
+    pub fn store(&self) -> &BlobStore {
+        &self.inner.store
+    }
+
+    fn cache(&self) -> &ManifestCache {
+        &self.inner.cache
+    }
+
+    /// Who acts, until authentication exists (issue 6).
+    fn actor(source: TagMoveSource) -> TagMove {
+        TagMove {
+            actor: "anonymous".to_owned(),
+            source,
+        }
+    }
+
+    /// The size of a blob of `repo`.
+    ///
+    /// # Errors
+    /// BLOB_UNKNOWN when `repo` does not have it.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, OciError> {
+        self.meta()
+            .repo_blob_size(repo, digest)
+            .await?
+            .ok_or_else(|| OciError::new(ErrorCode::BlobUnknown).detail(digest.to_string()))
+    }
+
+    /// Opens a blob of `repo` for streaming.
+    ///
+    /// # Errors
+    /// BLOB_UNKNOWN when `repo` does not have it (or its file is gone: `pinfold verify` reports
+    /// that as corruption).
+    pub async fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobFile, OciError> {
+        self.blob_size(repo, digest).await?;
+        match self.store().open_blob(digest).await? {
+            Some(file) => Ok(file),
+            None => {
+                tracing::error!(%repo, %digest, "blob linked in metadata but missing from the store");
+                Err(OciError::new(ErrorCode::BlobUnknown).detail(digest.to_string()))
+            }
+        }
+    }
+
+    /// Removes a blob from `repo` (its bytes stay until garbage collection).
+    ///
+    /// # Errors
+    /// BLOB_UNKNOWN when `repo` does not have it.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), OciError> {
+        if self.meta().unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(OciError::new(ErrorCode::BlobUnknown).detail(digest.to_string()))
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Blob upload sessions and cross-repository mounts.
+
+use bytes::Bytes;
+use futures_util::Stream;
+use pinfold_oci::{Digest, RepoName};
+use pinfold_store::UploadId;
+
+use super::Registry;
+use crate::v2::error::{ErrorCode, OciError};
+
+/// How a `POST /blobs/uploads/` ended.
+#[derive(Debug)]
+pub enum UploadOutcome {
+    /// The blob is in the repository (mounted, or uploaded in one request).
+    Created(Digest),
+    /// A session was opened; the client sends the bytes next.
+    Started(UploadId),
+}
+
+impl Registry {
+    fn upload_unknown(id: &str) -> OciError {
+        OciError::new(ErrorCode::BlobUploadUnknown).detail(format!("upload {id} is unknown"))
+    }
+
+    /// Checks that `id` is a session of `repo` and returns its parsed id.
+    async fn own_upload(&self, repo: &RepoName, id: &str) -> Result<UploadId, OciError> {
+        let upload_id: UploadId = id.parse().map_err(|_| Self::upload_unknown(id))?;
+        match self.meta().upload(upload_id.as_str()).await? {
+            Some(record) if &record.repo == repo => Ok(upload_id),
+            _ => Err(Self::upload_unknown(id)),
+        }
+    }
+
+    /// Opens an upload session for `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId, OciError> {
+        let id = self.store().create_upload().await?;
+        if let Err(e) = self.meta().create_upload(id.as_str(), repo).await {
+            let _ = self.store().cancel_upload(&id).await;
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Links an existing blob into `repo` without sending it again: from `from` when given,
+    /// otherwise from any repository (the spec's automatic content discovery). `false` when the
+    /// blob is not available, and the client must upload it.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool, OciError> {
+        let size = match from {
+            Some(from) => self.meta().repo_blob_size(from, digest).await?,
+            None => self.meta().any_blob_size(digest).await?,
+        };
+        let Some(size) = size else { return Ok(false) };
+        // The metadata may outlive a blob file only through corruption; do not mount a ghost.
+        if self.store().blob_size(digest).await?.is_none() {
+            return Ok(false);
+        }
+        self.meta().link_blob(repo, digest, size).await?;
+        Ok(true)
+    }
+
+    /// Bytes received so far by an upload of `repo`.
+    pub async fn upload_offset(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<(UploadId, u64), OciError> {
+        let upload_id = self.own_upload(repo, id).await?;
+        let offset = self
+            .store()
+            .upload_offset(&upload_id)
+            .await?
+            .ok_or_else(|| Self::upload_unknown(id))?;
+        Ok((upload_id, offset))
+    }
+
+    /// Appends a chunk that starts at `start` (when the client said so) and returns the new
+    /// offset.
+    pub async fn append_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: S,
+    ) -> Result<(UploadId, u64), OciError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let upload_id = self.own_upload(repo, id).await?;
+        let offset = self
+            .store()
+            .append_upload(&upload_id, start, body, self.inner.max_blob_bytes)
+            .await?;
+        Ok((upload_id, offset))
+    }
+
+    /// Ends an upload: appends the final chunk if any, verifies the digest, makes the blob
+    /// durable and part of `repo`.
+    pub async fn complete_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        final_chunk: Option<S>,
+    ) -> Result<(), OciError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let upload_id = self.own_upload(repo, id).await?;
+        if let Some(body) = final_chunk {
+            self.store()
+                .append_upload(&upload_id, start, body, self.inner.max_blob_bytes)
+                .await?;
+        }
+        let size = self.store().complete_upload(&upload_id, digest).await?;
+        self.meta().link_blob(repo, digest, size).await?;
+        self.meta().delete_upload(upload_id.as_str()).await?;
+        Ok(())
+    }
+
+    /// Uploads a whole blob in one request (`POST ?digest=`).
+    pub async fn upload_monolithic<S, E>(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: S,
+    ) -> Result<(), OciError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let id = self.start_upload(repo).await?;
+        let result = self
+            .complete_upload(repo, id.as_str(), digest, Some(0), Some(body))
+            .await;
+        if result.is_err() {
+            // Nothing of a failed single-request upload may linger.
+            let _ = self.store().cancel_upload(&id).await;
+            let _ = self.meta().delete_upload(id.as_str()).await;
+        }
+        result
+    }
+
+    /// Cancels an upload of `repo`.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), OciError> {
+        let upload_id = self.own_upload(repo, id).await?;
+        self.store().cancel_upload(&upload_id).await?;
+        self.meta().delete_upload(upload_id.as_str()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,321 @@
+//! The OCI error table and the `/v2/` error envelope.
+//!
+//! Every failure under `/v2/` leaves through [`OciError`], which writes the distribution-spec
+//! envelope `{"errors":[{"code","message","detail"}]}` (no body on HEAD, the spec forbids one).
+//! Statuses follow the spec's endpoint table (distribution-spec v1.1, "Error Codes" and the
+//! per-endpoint "Failure" rows); where one call site needs another status for the same code it
+//! says so with [`OciError::with_status`].
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pinfold_meta::MetaError;
+use pinfold_oci::{DigestError, ManifestError, NameError};
+use pinfold_store::StoreError;
+use serde::Serialize;
+
+/// The error codes of the distribution-spec, one row each: code string, default status, message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// blob unknown to registry
+    BlobUnknown,
+    /// blob upload invalid
+    BlobUploadInvalid,
+    /// blob upload unknown to registry
+    BlobUploadUnknown,
+    /// provided digest did not match uploaded content
+    DigestInvalid,
+    /// manifest references a manifest or blob unknown to registry
+    ManifestBlobUnknown,
+    /// manifest invalid
+    ManifestInvalid,
+    /// manifest unknown to registry
+    ManifestUnknown,
+    /// invalid repository name
+    NameInvalid,
+    /// repository name not known to registry
+    NameUnknown,
+    /// invalid tag (distribution's code; the spec's grammar for `<reference>` rejects it)
+    TagInvalid,
+    /// provided length did not match content length
+    SizeInvalid,
+    /// authentication required
+    Unauthorized,
+    /// requested access to the resource is denied
+    Denied,
+    /// the operation is unsupported
+    Unsupported,
+    /// distribution's code for a bad `n` in pagination
+    PaginationNumberInvalid,
+    /// too many requests
+    TooManyRequests,
+    /// Not in the spec's table: distribution's catch-all for server failures, which clients know.
+    Unknown,
+}
+
+impl ErrorCode {
+    /// `(code, status, message)` for each code: the one table.
+    fn row(self) -> (&'static str, StatusCode, &'static str) {
+        use ErrorCode::*;
+        match self {
+            BlobUnknown => (
+                "BLOB_UNKNOWN",
+                StatusCode::NOT_FOUND,
+                "blob unknown to registry",
+            ),
+            BlobUploadInvalid => (
+                "BLOB_UPLOAD_INVALID",
+                StatusCode::BAD_REQUEST,
+                "blob upload invalid",
+            ),
+            BlobUploadUnknown => (
+                "BLOB_UPLOAD_UNKNOWN",
+                StatusCode::NOT_FOUND,
+                "blob upload unknown to registry",
+            ),
+            DigestInvalid => (
+                "DIGEST_INVALID",
+                StatusCode::BAD_REQUEST,
+                "provided digest did not match uploaded content",
+            ),
+            ManifestBlobUnknown => (
+                "MANIFEST_BLOB_UNKNOWN",
+                StatusCode::BAD_REQUEST,
+                "manifest references a manifest or blob unknown to registry",
+            ),
+            ManifestInvalid => (
+                "MANIFEST_INVALID",
+                StatusCode::BAD_REQUEST,
+                "manifest invalid",
+            ),
+            ManifestUnknown => (
+                "MANIFEST_UNKNOWN",
+                StatusCode::NOT_FOUND,
+                "manifest unknown to registry",
+            ),
+            NameInvalid => (
+                "NAME_INVALID",
+                StatusCode::BAD_REQUEST,
+                "invalid repository name",
+            ),
+            NameUnknown => (
+                "NAME_UNKNOWN",
+                StatusCode::NOT_FOUND,
+                "repository name not known to registry",
+            ),
+            TagInvalid => ("TAG_INVALID", StatusCode::BAD_REQUEST, "invalid tag"),
+            SizeInvalid => (
+                "SIZE_INVALID",
+                StatusCode::BAD_REQUEST,
+                "provided length did not match content length",
+            ),
+            Unauthorized => (
+                "UNAUTHORIZED",
+                StatusCode::UNAUTHORIZED,
+                "authentication required",
+            ),
+            Denied => (
+                "DENIED",
+                StatusCode::FORBIDDEN,
+                "requested access to the resource is denied",
+            ),
+            Unsupported => (
+                "UNSUPPORTED",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the operation is unsupported",
+            ),
+            PaginationNumberInvalid => (
+                "PAGINATION_NUMBER_INVALID",
+                StatusCode::BAD_REQUEST,
+                "invalid number of results requested",
+            ),
+            TooManyRequests => (
+                "TOOMANYREQUESTS",
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests",
+            ),
+            Unknown => (
+                "UNKNOWN",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unknown error",
+            ),
+        }
+    }
+
+    /// The spec's code string.
+    pub fn as_str(self) -> &'static str {
+        self.row().0
+    }
+}
+
+/// An error answer under `/v2/`.
+#[derive(Debug)]
+pub struct OciError {
+    code: ErrorCode,
+    status: StatusCode,
+    detail: Option<serde_json::Value>,
+    /// Extra headers (e.g. `Content-Range` on a 416).
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// When true the response carries no body (HEAD requests).
+    head: bool,
+}
+
+impl OciError {
+    /// An error with the code's default status.
+    pub fn new(code: ErrorCode) -> OciError {
+        OciError {
+            code,
+            status: code.row().1,
+            detail: None,
+            headers: Vec::new(),
+            head: false,
+        }
+    }
+
+    /// Adds a human-readable detail.
+    pub fn detail(mut self, detail: impl Into<String>) -> OciError {
+        self.detail = Some(serde_json::Value::String(detail.into()));
+        self
+    }
+
+    /// Overrides the status where the spec's endpoint table gives another one for this code.
+    pub fn with_status(mut self, status: StatusCode) -> OciError {
+        self.status = status;
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> OciError {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Drops the body, for answers to HEAD.
+    pub fn for_head(mut self, head: bool) -> OciError {
+        self.head = head;
+        self
+    }
+
+    /// The error code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// A 500 whose cause is logged once here, under a fresh id the client sees in `detail`.
+    pub fn internal(cause: &dyn std::fmt::Display) -> OciError {
+        let id = uuid::Uuid::new_v4();
+        tracing::error!(error_id = %id, "internal error: {cause}");
+        OciError::new(ErrorCode::Unknown).detail(format!("internal error, id {id}"))
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    errors: [Entry<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    code: &'static str,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a serde_json::Value>,
+}
+
+impl IntoResponse for OciError {
+    fn into_response(self) -> Response {
+        let (code, _, message) = self.code.row();
+        let body = if self.head {
+            Vec::new()
+        } else {
+            let envelope = Envelope {
+                errors: [Entry {
+                    code,
+                    message,
+                    detail: self.detail.as_ref(),
+                }],
+            };
+            serde_json::to_vec(&envelope).unwrap_or_default()
+        };
+        let len = body.len();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.head {
+            // A HEAD answer announces no body; clients only read the status.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        } else {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+impl From<NameError> for OciError {
+    fn from(e: NameError) -> Self {
+        match e {
+            NameError::InvalidName(_) => {
+                OciError::new(ErrorCode::NameInvalid).detail(e.to_string())
+            }
+            NameError::InvalidTag(_) => OciError::new(ErrorCode::TagInvalid).detail(e.to_string()),
+            NameError::InvalidDigest(_) => {
+                OciError::new(ErrorCode::DigestInvalid).detail(e.to_string())
+            }
+            _ => OciError::new(ErrorCode::NameInvalid).detail(e.to_string()),
+        }
+    }
+}
+
+impl From<DigestError> for OciError {
+    fn from(e: DigestError) -> Self {
+        OciError::new(ErrorCode::DigestInvalid).detail(e.to_string())
+    }
+}
+
+impl From<ManifestError> for OciError {
+    fn from(e: ManifestError) -> Self {
+        match e {
+            // distribution-spec: a registry refusing a manifest for its size answers 413.
+            ManifestError::TooLarge(_) => OciError::new(ErrorCode::ManifestInvalid)
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .detail(e.to_string()),
+            _ => OciError::new(ErrorCode::ManifestInvalid).detail(e.to_string()),
+        }
+    }
+}
+
+impl From<MetaError> for OciError {
+    fn from(e: MetaError) -> Self {
+        OciError::internal(&e)
+    }
+}
+
+impl From<StoreError> for OciError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::DigestMismatch { .. } => {
+                OciError::new(ErrorCode::DigestInvalid).detail(e.to_string())
+            }
+            StoreError::UploadUnknown(_) => {
+                OciError::new(ErrorCode::BlobUploadUnknown).detail(e.to_string())
+            }
+            // distribution-spec, PATCH chunk: "416 Requested Range Not Satisfiable" when a chunk is
+            // out of order.
+            StoreError::UploadOffsetMismatch { .. } => OciError::new(ErrorCode::BlobUploadInvalid)
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .detail(e.to_string()),
+            StoreError::TooLarge { .. } => OciError::new(ErrorCode::SizeInvalid)
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .detail(e.to_string()),
+            StoreError::BodyInterrupted(_) => {
+                OciError::new(ErrorCode::BlobUploadInvalid).detail(e.to_string())
+            }
+            _ => OciError::internal(&e),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The OCI Distribution API (distribution-spec v1.1) at `/v2/`.
+//!
+//! Every request under `/v2/` enters [`dispatch`], which parses the path once into a
+//! [`route::V2Route`] (answering NAME_INVALID before any handler runs) and hands it to one
+//! handler per resource: `manifests.rs`, `blobs.rs`, `uploads.rs`, `tags.rs`, `catalog.rs`,
+//! `referrers.rs`. Handlers translate HTTP to calls on [`crate::registry::Registry`] and back.
+
+mod blobs;
+mod catalog;
+pub mod error;
+mod manifests;
+mod pagination;
+mod referrers;
+pub mod route;
+mod tags;
+mod uploads;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+
+use crate::registry::Registry;
+use error::{ErrorCode, OciError};
+use route::V2Route;
+
+/// Header every `/v2/` answer carries; Docker clients check it on `/v2/`.
+const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+/// The `/v2/` routes.
+pub fn routes() -> Router<Registry> {
+    Router::new()
+        .route("/v2", any(base))
+        .route("/v2/", any(base))
+        .route("/v2/{*path}", any(dispatch))
+}
+
+/// `GET /v2/`: the API version check.
+async fn base(method: Method) -> Response {
+    let response = match method {
+        Method::GET | Method::HEAD => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            if method == Method::HEAD { "" } else { "{}" },
+        )
+            .into_response(),
+        _ => unsupported(&method),
+    };
+    with_api_version(response)
+}
+
+fn unsupported(method: &Method) -> Response {
+    OciError::new(ErrorCode::Unsupported)
+        .detail(format!("method {method} is not supported here"))
+        .for_head(method == Method::HEAD)
+        .into_response()
+}
+
+fn with_api_version(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    response
+}
+
+/// Routes every `/v2/<...>` request to its resource handler.
+async fn dispatch(State(registry): State<Registry>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let head = parts.method == Method::HEAD;
+    // The raw path: a percent-encoded '/' must not become a name separator.
+    let path = parts.uri.path().strip_prefix("/v2/").unwrap_or_default();
+    let response = match route::parse(path) {
+        Err(e) => e.for_head(head).into_response(),
+        Ok(None) => OciError::new(ErrorCode::NameUnknown)
+            .with_status(axum::http::StatusCode::NOT_FOUND)
+            .detail(format!("no such API route: {}", parts.uri.path()))
+            .for_head(head)
+            .into_response(),
+        Ok(Some(route)) => route_request(registry, route, parts, body)
+            .await
+            .unwrap_or_else(|e| e.for_head(head).into_response()),
+    };
+    with_api_version(response)
+}
+
+async fn route_request(
+    registry: Registry,
+    route: V2Route,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Result<Response, OciError> {
+    let method = parts.method.clone();
+    match (route, &method) {
+        (V2Route::Manifest { repo, reference }, &Method::GET | &Method::HEAD) => {
+            manifests::get(
+                &registry,
+                &repo,
+                &reference,
+                &parts.headers,
+                method == Method::HEAD,
+            )
+            .await
+        }
+        (V2Route::Manifest { repo, reference }, &Method::PUT) => {
+            manifests::put(&registry, &repo, &reference, &parts.headers, body).await
+        }
+        (V2Route::Manifest { repo, reference }, &Method::DELETE) => {
+            manifests::delete(&registry, &repo, &reference).await
+        }
+        (V2Route::Blob { repo, digest }, &Method::GET | &Method::HEAD) => {
+            blobs::get(
+                &registry,
+                &repo,
+                &digest,
+                &parts.headers,
+                method == Method::HEAD,
+            )
+            .await
+        }
+        (V2Route::Blob { repo, digest }, &Method::DELETE) => {
+            blobs::delete(&registry, &repo, &digest).await
+        }
+        (V2Route::UploadStart { repo }, &Method::POST) => {
+            uploads::start(&registry, &repo, &parts, body).await
+        }
+        (V2Route::Upload { repo, id }, &Method::GET) => {
+            uploads::status(&registry, &repo, &id).await
+        }
+        (V2Route::Upload { repo, id }, &Method::PATCH) => {
+            uploads::patch(&registry, &repo, &id, &parts.headers, body).await
+        }
+        (V2Route::Upload { repo, id }, &Method::PUT) => {
+            uploads::put(&registry, &repo, &id, &parts, body).await
+        }
+        (V2Route::Upload { repo, id }, &Method::DELETE) => {
+            uploads::delete(&registry, &repo, &id).await
+        }
+        (V2Route::Tags { repo }, &Method::GET) => tags::list(&registry, &repo, &parts.uri).await,
+        (V2Route::Catalog, &Method::GET) => catalog::list(&registry, &parts.uri).await,
+        (V2Route::Referrers { repo, digest }, &Method::GET) => {
+            referrers::list(&registry, &repo, &digest, &parts.uri).await
+        }
+        (_, method) => Ok(unsupported(method)),
+    }
+}

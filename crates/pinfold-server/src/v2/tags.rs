@@ -1,0 +1,48 @@
+//! `GET /v2/<name>/tags/list`
+
+use axum::http::{header, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pinfold_oci::RepoName;
+use serde::Serialize;
+
+use super::error::OciError;
+use super::pagination::{next_link, page};
+use crate::registry::Registry;
+
+#[derive(Serialize)]
+struct TagList<'a> {
+    name: &'a str,
+    tags: Vec<&'a str>,
+}
+
+pub async fn list(registry: &Registry, repo: &RepoName, uri: &Uri) -> Result<Response, OciError> {
+    let (page, _) = page(uri)?;
+    let tags = if page.limit == Some(0) {
+        // distribution-spec: `n=0` asks for an empty page, but the repository must exist.
+        registry.tags(repo, Some(1), None).await?;
+        Vec::new()
+    } else {
+        registry
+            .tags(repo, page.limit, page.last.as_deref())
+            .await?
+    };
+    let link = next_link(
+        &format!("/v2/{repo}/tags/list"),
+        &page,
+        tags.len(),
+        tags.last().map(|t| t.as_str()),
+    );
+    let body = TagList {
+        name: repo.as_str(),
+        tags: tags.iter().map(|t| t.as_str()).collect(),
+    };
+    let mut response = Json(body).into_response();
+    if let Some(link) = link {
+        response.headers_mut().insert(
+            header::LINK,
+            HeaderValue::from_str(&link).map_err(|e| OciError::internal(&e))?,
+        );
+    }
+    Ok(response)
+}

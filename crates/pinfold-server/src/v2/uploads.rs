@@ -1,0 +1,253 @@
+//! `POST /v2/<name>/blobs/uploads/` and `GET|PATCH|PUT|DELETE /v2/<name>/blobs/uploads/<id>`
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::Query;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pinfold_oci::{Digest, RepoName};
+
+use super::error::{ErrorCode, OciError};
+use crate::registry::Registry;
+
+const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+fn value(text: &str) -> Result<HeaderValue, OciError> {
+    HeaderValue::from_str(text).map_err(|e| OciError::internal(&e))
+}
+
+fn query(parts: &Parts) -> Result<HashMap<String, String>, OciError> {
+    Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .map_err(|e| OciError::new(ErrorCode::BlobUploadInvalid).detail(e.to_string()))
+}
+
+/// The `Range` value for an upload holding `offset` bytes. Like distribution, an empty upload
+/// answers `0-0`: the header has no form for "nothing yet".
+fn range_value(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+/// 202/204 answer describing an open session.
+fn session_response(
+    status: StatusCode,
+    repo: &RepoName,
+    id: &str,
+    offset: u64,
+) -> Result<Response, OciError> {
+    Ok((
+        status,
+        [
+            (
+                header::LOCATION,
+                value(&format!("/v2/{repo}/blobs/uploads/{id}"))?,
+            ),
+            (header::RANGE, value(&range_value(offset))?),
+            (UPLOAD_UUID, value(id)?),
+            (header::CONTENT_LENGTH, HeaderValue::from(0)),
+        ],
+    )
+        .into_response())
+}
+
+/// 201 answer for a blob now in the repository.
+fn created(repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
+    Ok((
+        StatusCode::CREATED,
+        [
+            (
+                header::LOCATION,
+                value(&format!("/v2/{repo}/blobs/{digest}"))?,
+            ),
+            (CONTENT_DIGEST, value(digest.as_str())?),
+            (header::CONTENT_LENGTH, HeaderValue::from(0)),
+        ],
+    )
+        .into_response())
+}
+
+fn parse_digest(text: Option<&String>) -> Result<Digest, OciError> {
+    let text = text.ok_or_else(|| {
+        OciError::new(ErrorCode::DigestInvalid)
+            .detail("the digest query parameter is required to complete an upload")
+    })?;
+    Ok(text.parse()?)
+}
+
+/// Reads `Content-Range: <start>-<end>` of a chunk and checks it against `Content-Length`.
+fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, OciError> {
+    let Some(raw) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        OciError::new(ErrorCode::BlobUploadInvalid)
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .detail(format!("Content-Range {raw:?} is not <start>-<end>"))
+    };
+    let text = raw.to_str().map_err(|_| invalid())?;
+    // Some clients send the HTTP form "bytes 0-99/*"; accept it as well.
+    let text = text
+        .trim()
+        .trim_start_matches("bytes ")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let (start, end) = text.split_once('-').ok_or_else(invalid)?;
+    let start: u64 = start.trim().parse().map_err(|_| invalid())?;
+    let end: u64 = end.trim().parse().map_err(|_| invalid())?;
+    if end < start {
+        return Err(invalid());
+    }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = length {
+        if length != end - start + 1 {
+            return Err(OciError::new(ErrorCode::SizeInvalid).detail(format!(
+                "Content-Range {start}-{end} announces {} bytes, Content-Length {length}",
+                end - start + 1
+            )));
+        }
+    }
+    Ok(Some(start))
+}
+
+/// True when the request carries a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) => n > 0,
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+pub async fn start(
+    registry: &Registry,
+    repo: &RepoName,
+    parts: &Parts,
+    body: Body,
+) -> Result<Response, OciError> {
+    let query = query(parts)?;
+    if let Some(mount) = query.get("mount") {
+        let digest: Digest = mount.parse()?;
+        let from = match query.get("from") {
+            Some(from) => Some(from.parse::<RepoName>().map_err(OciError::from)?),
+            None => None,
+        };
+        if registry.mount_blob(repo, &digest, from.as_ref()).await? {
+            return created(repo, &digest);
+        }
+        // distribution-spec: when the mount cannot be done, the registry opens an ordinary
+        // upload session instead (202).
+    } else if query.contains_key("digest") {
+        let digest = parse_digest(query.get("digest"))?;
+        registry
+            .upload_monolithic(repo, &digest, body.into_data_stream())
+            .await?;
+        return created(repo, &digest);
+    }
+    let id = registry.start_upload(repo).await?;
+    session_response(StatusCode::ACCEPTED, repo, id.as_str(), 0)
+}
+
+pub async fn status(registry: &Registry, repo: &RepoName, id: &str) -> Result<Response, OciError> {
+    let (id, offset) = registry.upload_offset(repo, id).await?;
+    session_response(StatusCode::NO_CONTENT, repo, id.as_str(), offset)
+}
+
+pub async fn patch(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, OciError> {
+    let start = chunk_start(headers)?;
+    let (id, offset) = registry
+        .append_upload(repo, id, start, body.into_data_stream())
+        .await?;
+    session_response(StatusCode::ACCEPTED, repo, id.as_str(), offset)
+}
+
+pub async fn put(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+    parts: &Parts,
+    body: Body,
+) -> Result<Response, OciError> {
+    let query = query(parts)?;
+    let digest = parse_digest(query.get("digest"))?;
+    let start = chunk_start(&parts.headers)?;
+    let final_chunk = has_body(&parts.headers).then(|| body.into_data_stream());
+    registry
+        .complete_upload(repo, id, &digest, start, final_chunk)
+        .await?;
+    created(repo, &digest)
+}
+
+pub async fn delete(registry: &Registry, repo: &RepoName, id: &str) -> Result<Response, OciError> {
+    registry.cancel_upload(repo, id).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::CONTENT_LENGTH, HeaderValue::from(0))],
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn content_range() {
+        assert_eq!(chunk_start(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            chunk_start(&headers(&[("content-range", "10-19")])).unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            chunk_start(&headers(&[
+                ("content-range", "10-19"),
+                ("content-length", "10")
+            ]))
+            .unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            chunk_start(&headers(&[("content-range", "bytes 0-9/*")])).unwrap(),
+            Some(0)
+        );
+        for bad in ["x", "5-1", "-", "1-"] {
+            let h = headers(&[("content-range", bad)]);
+            assert_eq!(
+                chunk_start(&h).unwrap_err().code(),
+                ErrorCode::BlobUploadInvalid,
+                "{bad}"
+            );
+        }
+        let h = headers(&[("content-range", "0-9"), ("content-length", "3")]);
+        assert_eq!(chunk_start(&h).unwrap_err().code(), ErrorCode::SizeInvalid);
+    }
+
+    #[test]
+    fn range_of_empty_and_full_uploads() {
+        assert_eq!(range_value(0), "0-0");
+        assert_eq!(range_value(10), "0-9");
+    }
+}

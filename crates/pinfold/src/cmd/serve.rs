@@ -1,0 +1,50 @@
+//! `pinfold serve`: the registry, until SIGTERM or Ctrl-C.
+
+use std::io::Write;
+
+use anyhow::Context;
+use pinfold_server::Server;
+
+use crate::config::Config;
+
+/// Runs the server with `config` until a shutdown signal, then drains and exits.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config.listen, &config.data_dir, &config.server)
+        .await
+        .context("starting pinfold serve")?;
+    let addr = server.local_addr()?;
+    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
+    // These two lines are the start-up contract scripts and tests read (the bound port when
+    // `--listen` asked for port 0).
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "pinfold listening on http://{addr}")?;
+    writeln!(out, "pinfold data in {}", data_dir.display())?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(%addr, data_dir = %data_dir.display(), "serving");
+    server.run(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

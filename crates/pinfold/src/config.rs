@@ -1,0 +1,198 @@
+//! `pinfold.toml`, `PINFOLD_*` variables and flags, merged in one place: [`Config::load`].
+//!
+//! Precedence, lowest first: built-in defaults (zero-config: 127.0.0.1:5000, `./pinfold-data`),
+//! the TOML file, environment variables, command-line flags. A variable
+//! `PINFOLD_<KEY>` sets a top-level key (`PINFOLD_LISTEN`, `PINFOLD_DATA_DIR`);
+//! `PINFOLD_<SECTION>_<KEY>` sets a key of a section (`PINFOLD_SERVER_MAX_BLOB_BYTES`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use pinfold_server::ServerConfig;
+use serde::{Deserialize, Serialize};
+
+/// Sections of the file, each owned by the crate it configures.
+const SECTIONS: [&str; 1] = ["server"];
+
+/// The whole configuration of one Pinfold instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:5000`.
+    pub listen: SocketAddr,
+    /// Directory for blobs, uploads and `meta.db`. Default `./pinfold-data`.
+    pub data_dir: PathBuf,
+    /// Server limits and caches.
+    pub server: ServerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("pinfold-data"),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `file` (or `./pinfold.toml` when it exists and no file is named), applies
+    /// `PINFOLD_*` variables from `env`, then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: Overrides,
+    ) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => read_table(path)?,
+            None if Path::new("pinfold.toml").exists() => read_table(Path::new("pinfold.toml"))?,
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("PINFOLD_") else {
+                continue;
+            };
+            if key.is_empty() {
+                continue;
+            }
+            apply_env(&mut table, &name, &key.to_ascii_lowercase(), &value)?;
+        }
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = overrides.data_dir {
+            config.data_dir = dir;
+        }
+        Ok(config)
+    }
+}
+
+fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Sets one variable's value into the table, typed as TOML when it parses as a TOML value
+/// (numbers, booleans), as a string otherwise.
+fn apply_env(table: &mut toml::Table, name: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let typed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_str())
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    for section in SECTIONS {
+        if let Some(field) = key.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
+            let entry = table
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(inner) = entry.as_table_mut() else {
+                bail!("{name}: [{section}] in the file is not a table");
+            };
+            inner.insert(field.to_owned(), typed);
+            return Ok(());
+        }
+    }
+    table.insert(key.to_owned(), typed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_zero_config() {
+        let c = Config::load(Some(Path::new("/dev/null")), env(&[]), Overrides::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pinfold.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:6000\"\ndata_dir = \"/srv/a\"\n[server]\nmax_blob_bytes = 10\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[]), Overrides::default()).unwrap();
+        assert_eq!(
+            (
+                c.listen.port(),
+                c.data_dir.as_path(),
+                c.server.max_blob_bytes
+            ),
+            (6000, Path::new("/srv/a"), Some(10))
+        );
+
+        let vars = env(&[
+            ("PINFOLD_DATA_DIR", "/srv/b"),
+            ("PINFOLD_SERVER_MAX_BLOB_BYTES", "20"),
+            ("OTHER", "x"),
+        ]);
+        let c = Config::load(Some(&file), vars.clone(), Overrides::default()).unwrap();
+        assert_eq!(
+            (
+                c.listen.port(),
+                c.data_dir.as_path(),
+                c.server.max_blob_bytes
+            ),
+            (6000, Path::new("/srv/b"), Some(20))
+        );
+
+        let flags = Overrides {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            data_dir: Some("/srv/c".into()),
+        };
+        let c = Config::load(Some(&file), vars, flags).unwrap();
+        assert_eq!(
+            (c.listen.port(), c.data_dir.as_path()),
+            (7000, Path::new("/srv/c"))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::load(
+            Some(Path::new("/dev/null")),
+            env(&[("PINFOLD_LISTEN_ADDR", "x")]),
+            Overrides::default(),
+        );
+        assert!(err.is_err());
+        let err = Config::load(
+            Some(Path::new("/dev/null")),
+            env(&[("PINFOLD_SERVER_NOPE", "1")]),
+            Overrides::default(),
+        );
+        assert!(err.is_err());
+        let err = Config::load(
+            Some(Path::new("/nonexistent/pinfold.toml")),
+            env(&[]),
+            Overrides::default(),
+        );
+        assert!(err.is_err());
+    }
+}
