@@ -1,0 +1,13 @@
+//! The shared test harness: a server under test, content to push, and bounded external tools.
+
+mod content;
+mod digest;
+mod registry;
+mod server;
+mod tool;
+
+pub use content::*;
+pub use digest::*;
+pub use registry::*;
+pub use server::*;
+pub use tool::*;
