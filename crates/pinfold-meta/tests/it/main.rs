@@ -1,0 +1,5 @@
+//! Integration tests of pinfold-meta: one behaviour suite (`suite.rs`) run against every engine,
+//! plus what is specific to an engine (durability, reopening, speed).
+
+mod sqlite;
+mod suite;

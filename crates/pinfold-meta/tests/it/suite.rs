@@ -1,0 +1,707 @@
+//! The behaviour every metadata engine must show. Each function takes a freshly opened, empty
+//! [`Meta`]; the engine modules (`sqlite.rs`, later `postgres.rs`) turn each into a test with
+//! `engine_suite!`.
+
+use std::collections::BTreeMap;
+
+use pinfold_meta::{JournalEntry, Meta, MetaError, NewManifest, TagMove, TagMoveSource};
+use pinfold_oci::{Digest, RepoName, Tag};
+use time::OffsetDateTime;
+
+/// Every suite function, for `engine_suite!`.
+#[macro_export]
+macro_rules! for_each_suite_test {
+    ($m:ident) => {
+        $m!(
+            journal_rows_exactly_on_moves,
+            history_is_oldest_first_and_per_tag,
+            tags_paginate_in_byte_order,
+            repositories_paginate_and_list_only_content,
+            referrers_filter_by_artifact_type,
+            missing_blobs_and_manifests,
+            blob_links,
+            uploads_lifecycle,
+            tags_only_point_at_manifests_of_their_repository,
+            manifests_are_idempotent_and_deletable,
+        );
+    };
+}
+
+pub fn repo(name: &str) -> RepoName {
+    name.parse().unwrap()
+}
+
+pub fn tag(name: &str) -> Tag {
+    name.parse().unwrap()
+}
+
+/// A distinct, valid digest per `seed`.
+pub fn digest(seed: &str) -> Digest {
+    Digest::sha256(seed.as_bytes())
+}
+
+pub fn push() -> TagMove {
+    TagMove {
+        actor: "alice".into(),
+        source: TagMoveSource::Push,
+    }
+}
+
+pub fn delete() -> TagMove {
+    TagMove {
+        actor: "bob".into(),
+        source: TagMoveSource::Delete,
+    }
+}
+
+/// An image manifest in `repo` whose digest is `digest(seed)`, with two layers.
+pub fn image(repo_name: &str, seed: &str) -> NewManifest {
+    NewManifest {
+        repo: repo(repo_name),
+        digest: digest(seed),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        size: 500 + seed.len() as u64,
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        blobs: vec![
+            digest(&format!("{seed}/config")),
+            digest(&format!("{seed}/layer")),
+        ],
+        children: vec![],
+    }
+}
+
+/// (previous, new) of each row, for compact assertions.
+fn moves(rows: &[JournalEntry]) -> Vec<(Option<Digest>, Option<Digest>)> {
+    rows.iter()
+        .map(|e| (e.previous_digest.clone(), e.new_digest.clone()))
+        .collect()
+}
+
+async fn journal_len(meta: &Meta) -> usize {
+    meta.journal(None, 10_000).await.unwrap().len()
+}
+
+pub async fn journal_rows_exactly_on_moves(meta: &Meta) {
+    let (r, latest) = (repo("app"), tag("latest"));
+    let (m1, m2) = (image("app", "m1"), image("app", "m2"));
+
+    // A new tag: previous is None.
+    meta.put_manifest(&m1, Some(&latest), &push())
+        .await
+        .unwrap();
+    let rows = meta.tag_history(&r, &latest).await.unwrap();
+    assert_eq!(moves(&rows), [(None, Some(m1.digest.clone()))]);
+    assert_eq!(rows[0].repository, r);
+    assert_eq!(rows[0].tag, latest);
+    assert_eq!(rows[0].actor, "alice");
+    assert_eq!(rows[0].source, TagMoveSource::Push);
+
+    // A move.
+    meta.put_manifest(&m2, Some(&latest), &push())
+        .await
+        .unwrap();
+    assert_eq!(journal_len(meta).await, 2);
+
+    // Same manifest, same tag; and a push without a tag: nothing is journaled.
+    meta.put_manifest(&m2, Some(&latest), &push())
+        .await
+        .unwrap();
+    meta.put_manifest(&m2, None, &push()).await.unwrap();
+    meta.put_manifest(&m1, None, &push()).await.unwrap();
+    assert_eq!(journal_len(meta).await, 2);
+    assert_eq!(
+        meta.resolve_tag(&r, &latest).await.unwrap().unwrap().digest,
+        m2.digest
+    );
+
+    // Deleting the tag journals new = None; deleting it again does nothing.
+    assert!(meta.delete_tag(&r, &latest, &delete()).await.unwrap());
+    assert!(!meta.delete_tag(&r, &latest, &delete()).await.unwrap());
+    assert!(!meta
+        .delete_tag(&repo("nowhere"), &latest, &delete())
+        .await
+        .unwrap());
+    let rows = meta.tag_history(&r, &latest).await.unwrap();
+    assert_eq!(
+        moves(&rows),
+        [
+            (None, Some(m1.digest.clone())),
+            (Some(m1.digest.clone()), Some(m2.digest.clone())),
+            (Some(m2.digest.clone()), None),
+        ]
+    );
+    assert_eq!(rows[2].source, TagMoveSource::Delete);
+    assert_eq!(rows[2].actor, "bob");
+    assert!(meta.resolve_tag(&r, &latest).await.unwrap().is_none());
+    assert!(meta.manifest(&r, &m2.digest).await.unwrap().is_some());
+
+    // Deleting a manifest with two tags: two rows, in the same transaction as the delete.
+    let (a, b) = (tag("a"), tag("b"));
+    meta.put_manifest(&m1, Some(&a), &push()).await.unwrap();
+    meta.put_manifest(&m1, Some(&b), &push()).await.unwrap();
+    meta.put_manifest(&m2, Some(&latest), &push())
+        .await
+        .unwrap();
+    let before = journal_len(meta).await;
+    assert!(meta
+        .delete_manifest(&r, &m1.digest, &delete())
+        .await
+        .unwrap());
+    let all = meta.journal(None, 10_000).await.unwrap();
+    assert_eq!(all.len(), before + 2);
+    let gone: Vec<_> = all[before..]
+        .iter()
+        .map(|e| {
+            (
+                e.tag.clone(),
+                e.previous_digest.clone(),
+                e.new_digest.clone(),
+            )
+        })
+        .collect();
+    assert!(gone.contains(&(a.clone(), Some(m1.digest.clone()), None)));
+    assert!(gone.contains(&(b.clone(), Some(m1.digest.clone()), None)));
+    assert!(meta.resolve_tag(&r, &a).await.unwrap().is_none());
+    assert!(meta.manifest(&r, &m1.digest).await.unwrap().is_none());
+    // The other manifest and its tag are untouched.
+    assert_eq!(
+        meta.resolve_tag(&r, &latest).await.unwrap().unwrap().digest,
+        m2.digest
+    );
+    assert_eq!(
+        meta.list_tags(&r, None, None).await.unwrap().unwrap(),
+        vec![latest.clone()]
+    );
+    // Deleting an unknown manifest writes nothing.
+    assert!(!meta
+        .delete_manifest(&r, &m1.digest, &delete())
+        .await
+        .unwrap());
+    assert!(!meta
+        .delete_manifest(&repo("nowhere"), &m1.digest, &delete())
+        .await
+        .unwrap());
+    assert_eq!(journal_len(meta).await, before + 2);
+}
+
+pub async fn history_is_oldest_first_and_per_tag(meta: &Meta) {
+    let (x, y) = (tag("x"), tag("y"));
+    let seeds = ["h1", "h2", "h3", "h4"];
+    for (i, seed) in seeds.iter().enumerate() {
+        let t = if i % 2 == 0 { &x } else { &y };
+        meta.put_manifest(&image("hist", seed), Some(t), &push())
+            .await
+            .unwrap();
+        // Same tag name in another repository: a separate history.
+        meta.put_manifest(&image("other", seed), Some(&x), &push())
+            .await
+            .unwrap();
+    }
+    let hx = meta.tag_history(&repo("hist"), &x).await.unwrap();
+    assert_eq!(
+        moves(&hx),
+        [
+            (None, Some(digest("h1"))),
+            (Some(digest("h1")), Some(digest("h3"))),
+        ]
+    );
+    let hy = meta.tag_history(&repo("hist"), &y).await.unwrap();
+    assert_eq!(
+        moves(&hy),
+        [
+            (None, Some(digest("h2"))),
+            (Some(digest("h2")), Some(digest("h4"))),
+        ]
+    );
+    let other = meta.tag_history(&repo("other"), &x).await.unwrap();
+    assert_eq!(other.len(), 4);
+    assert!(other
+        .windows(2)
+        .all(|w| w[0].id < w[1].id && w[0].at <= w[1].at));
+    assert!(meta
+        .tag_history(&repo("hist"), &tag("z"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The whole journal, paged by id.
+    let all = meta.journal(None, 100).await.unwrap();
+    assert_eq!(all.len(), 8);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let first = meta.journal(None, 3).await.unwrap();
+    let rest = meta.journal(Some(first[2].id), 100).await.unwrap();
+    assert_eq!(first.len() + rest.len(), all.len());
+    assert_eq!([first, rest].concat(), all);
+
+    // Times are recent and UTC.
+    let now = OffsetDateTime::now_utc();
+    for e in &all {
+        assert!(
+            e.at <= now && now - e.at < time::Duration::minutes(5),
+            "{e:?}"
+        );
+    }
+}
+
+pub async fn tags_paginate_in_byte_order(meta: &Meta) {
+    let r = repo("pages");
+    let names = ["b", "B", "a", "A", "_x", "1.0", "latest", "Z", "a-1", "a.1"];
+    for n in names {
+        meta.put_manifest(&image("pages", "p"), Some(&tag(n)), &push())
+            .await
+            .unwrap();
+    }
+    // By bytes: digits < uppercase < '_' < lowercase; '-' (0x2d) < '.' (0x2e).
+    let expected = ["1.0", "A", "B", "Z", "_x", "a", "a-1", "a.1", "b", "latest"].map(tag);
+    let all = meta.list_tags(&r, None, None).await.unwrap().unwrap();
+    assert_eq!(all, expected);
+    assert_eq!(
+        meta.list_tags(&r, Some(3), None).await.unwrap().unwrap(),
+        expected[..3]
+    );
+    assert_eq!(
+        meta.list_tags(&r, Some(2), Some("Z"))
+            .await
+            .unwrap()
+            .unwrap(),
+        expected[4..6]
+    );
+    assert_eq!(
+        meta.list_tags(&r, None, Some("a")).await.unwrap().unwrap(),
+        expected[6..]
+    );
+    // `last` need not be a tag that exists.
+    assert_eq!(
+        meta.list_tags(&r, Some(1), Some("Y"))
+            .await
+            .unwrap()
+            .unwrap(),
+        expected[3..4]
+    );
+    assert!(meta
+        .list_tags(&r, None, Some("latest"))
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    assert!(meta
+        .list_tags(&r, Some(0), None)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    // Walking pages of 3 visits every tag once.
+    let mut walked = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let page = meta
+            .list_tags(&r, Some(3), last.as_deref())
+            .await
+            .unwrap()
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        last = page.last().map(|t| t.to_string());
+        walked.extend(page);
+    }
+    assert_eq!(walked, expected);
+
+    // Unknown repository: None. A repository with no tags (only an upload): empty.
+    assert_eq!(
+        meta.list_tags(&repo("nope"), None, None).await.unwrap(),
+        None
+    );
+    meta.create_upload("u-pages", &repo("empty")).await.unwrap();
+    assert_eq!(
+        meta.list_tags(&repo("empty"), None, None).await.unwrap(),
+        Some(vec![])
+    );
+}
+
+pub async fn repositories_paginate_and_list_only_content(meta: &Meta) {
+    for name in ["b", "a/x", "a", "c", "a-b", "a0"] {
+        meta.put_manifest(&image(name, "r"), None, &push())
+            .await
+            .unwrap();
+    }
+    // Only an upload: exists, but is not listed.
+    meta.create_upload("u-repos", &repo("d")).await.unwrap();
+    assert!(meta.repository_exists(&repo("d")).await.unwrap());
+    assert!(!meta.repository_exists(&repo("zz")).await.unwrap());
+    // Only a blob: listed.
+    meta.link_blob(&repo("e"), &digest("blob"), 3)
+        .await
+        .unwrap();
+
+    // By bytes: '-' (0x2d) < '/' (0x2f) < '0' (0x30).
+    let expected = ["a", "a-b", "a/x", "a0", "b", "c", "e"].map(repo);
+    assert_eq!(meta.list_repositories(None, None).await.unwrap(), expected);
+    assert_eq!(
+        meta.list_repositories(Some(2), None).await.unwrap(),
+        expected[..2]
+    );
+    assert_eq!(
+        meta.list_repositories(Some(2), Some("a-b")).await.unwrap(),
+        expected[2..4]
+    );
+    assert_eq!(
+        meta.list_repositories(None, Some("c")).await.unwrap(),
+        expected[6..]
+    );
+    assert!(meta
+        .list_repositories(None, Some("e"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(meta
+        .list_repositories(Some(0), None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn referrers_filter_by_artifact_type(meta: &Meta) {
+    let r = repo("refs");
+    // The subject need not exist (the spec allows pushing referrers first).
+    let subject = digest("subject");
+    let referrer =
+        |seed: &str, artifact_type: &str, annotations: Option<BTreeMap<String, String>>| {
+            NewManifest {
+                artifact_type: Some(artifact_type.to_owned()),
+                subject: Some(subject.clone()),
+                annotations,
+                ..image("refs", seed)
+            }
+        };
+    let notes = BTreeMap::from([
+        (
+            "org.opencontainers.image.created".to_owned(),
+            "2024-01-01T00:00:00Z".to_owned(),
+        ),
+        ("x".to_owned(), "\"quoted\" ünïcode".to_owned()),
+    ]);
+    let sig1 = referrer("sig1", "application/vnd.example.signature", None);
+    let sig2 = referrer("sig2", "application/vnd.example.signature", None);
+    let sbom = referrer("sbom", "application/spdx+json", Some(notes.clone()));
+    for m in [&sig1, &sbom, &sig2] {
+        meta.put_manifest(m, None, &push()).await.unwrap();
+    }
+    // Not referrers of `subject` in `refs`: no subject, another subject, another repository.
+    meta.put_manifest(&image("refs", "plain"), None, &push())
+        .await
+        .unwrap();
+    meta.put_manifest(
+        &NewManifest {
+            subject: Some(digest("other")),
+            ..referrer("elsewhere", "application/vnd.example.signature", None)
+        },
+        None,
+        &push(),
+    )
+    .await
+    .unwrap();
+    meta.put_manifest(
+        &NewManifest {
+            repo: repo("refs2"),
+            ..referrer("sig3", "application/vnd.example.signature", None)
+        },
+        None,
+        &push(),
+    )
+    .await
+    .unwrap();
+
+    let all = meta.referrers(&r, &subject, None).await.unwrap();
+    let mut expected = vec![
+        sig1.digest.clone(),
+        sig2.digest.clone(),
+        sbom.digest.clone(),
+    ];
+    expected.sort();
+    assert_eq!(
+        all.iter().map(|x| x.digest.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    let got_sbom = all.iter().find(|x| x.digest == sbom.digest).unwrap();
+    assert_eq!(got_sbom.annotations.as_ref(), Some(&notes));
+    assert_eq!(
+        got_sbom.artifact_type.as_deref(),
+        Some("application/spdx+json")
+    );
+    assert_eq!(got_sbom.media_type, sbom.media_type);
+    assert_eq!(got_sbom.size, sbom.size);
+
+    let sigs = meta
+        .referrers(&r, &subject, Some("application/vnd.example.signature"))
+        .await
+        .unwrap();
+    let mut expected = vec![sig1.digest.clone(), sig2.digest.clone()];
+    expected.sort();
+    assert_eq!(
+        sigs.iter().map(|x| x.digest.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(sigs.iter().all(|x| x.annotations.is_none()));
+    assert!(meta
+        .referrers(&r, &subject, Some("application/none"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(meta
+        .referrers(&repo("nowhere"), &subject, None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Deleting a referrer removes it from the answer.
+    assert!(meta
+        .delete_manifest(&r, &sig1.digest, &delete())
+        .await
+        .unwrap());
+    assert_eq!(meta.referrers(&r, &subject, None).await.unwrap().len(), 2);
+}
+
+pub async fn missing_blobs_and_manifests(meta: &Meta) {
+    let r = repo("miss");
+    let present: Vec<Digest> = (0..70).map(|i| digest(&format!("present{i}"))).collect();
+    let absent: Vec<Digest> = (0..80).map(|i| digest(&format!("absent{i}"))).collect();
+    for d in &present {
+        meta.link_blob(&r, d, 1).await.unwrap();
+    }
+    // Small: order of first mention kept, duplicates once.
+    let ask = [
+        present[0].clone(),
+        absent[1].clone(),
+        present[1].clone(),
+        absent[0].clone(),
+        absent[1].clone(),
+    ];
+    assert_eq!(
+        meta.missing_blobs(&r, &ask).await.unwrap(),
+        [absent[1].clone(), absent[0].clone()]
+    );
+    assert!(meta.missing_blobs(&r, &[]).await.unwrap().is_empty());
+    assert!(meta.missing_blobs(&r, &present).await.unwrap().is_empty());
+
+    // More than one chunk, interleaved.
+    let mixed: Vec<Digest> = present
+        .iter()
+        .zip(absent.iter())
+        .flat_map(|(p, a)| [p.clone(), a.clone()])
+        .chain(absent[70..].iter().cloned())
+        .collect();
+    assert_eq!(meta.missing_blobs(&r, &mixed).await.unwrap(), absent);
+
+    // Unknown repository: everything is missing. Other repository: its blobs do not count.
+    assert_eq!(
+        meta.missing_blobs(&repo("nowhere"), &present[..3])
+            .await
+            .unwrap(),
+        present[..3]
+    );
+    meta.link_blob(&repo("other"), &absent[0], 1).await.unwrap();
+    assert_eq!(
+        meta.missing_blobs(&r, &absent[..1]).await.unwrap(),
+        absent[..1]
+    );
+
+    // Manifests.
+    let m1 = image("miss", "mm1");
+    let m2 = image("miss", "mm2");
+    meta.put_manifest(&m1, None, &push()).await.unwrap();
+    meta.put_manifest(&m2, Some(&tag("t")), &push())
+        .await
+        .unwrap();
+    // A blob is not a manifest, and a manifest is not a blob.
+    assert_eq!(
+        meta.missing_manifests(
+            &r,
+            &[m1.digest.clone(), present[0].clone(), m2.digest.clone()]
+        )
+        .await
+        .unwrap(),
+        [present[0].clone()]
+    );
+    assert_eq!(
+        meta.missing_blobs(&r, std::slice::from_ref(&m1.digest))
+            .await
+            .unwrap(),
+        vec![m1.digest.clone()]
+    );
+    let many: Vec<Digest> = absent.iter().cloned().chain([m1.digest.clone()]).collect();
+    assert_eq!(meta.missing_manifests(&r, &many).await.unwrap(), absent);
+}
+
+pub async fn blob_links(meta: &Meta) {
+    let (r, other) = (repo("blobs"), repo("blobs2"));
+    let d = digest("b1");
+    assert_eq!(meta.repo_blob_size(&r, &d).await.unwrap(), None);
+    assert_eq!(meta.any_blob_size(&d).await.unwrap(), None);
+
+    meta.link_blob(&r, &d, 1234).await.unwrap();
+    meta.link_blob(&r, &d, 1234).await.unwrap(); // idempotent
+    assert!(meta.repository_exists(&r).await.unwrap());
+    assert_eq!(meta.repo_blob_size(&r, &d).await.unwrap(), Some(1234));
+    assert_eq!(meta.repo_blob_size(&other, &d).await.unwrap(), None);
+    assert_eq!(meta.any_blob_size(&d).await.unwrap(), Some(1234));
+
+    // Large sizes survive; beyond i64 is refused with a typed error.
+    let big = digest("big");
+    meta.link_blob(&other, &big, 1 << 40).await.unwrap();
+    assert_eq!(meta.any_blob_size(&big).await.unwrap(), Some(1 << 40));
+    assert!(matches!(
+        meta.link_blob(&other, &digest("huge"), u64::MAX).await,
+        Err(MetaError::SizeTooLarge(u64::MAX))
+    ));
+
+    assert!(meta.unlink_blob(&r, &d).await.unwrap());
+    assert!(!meta.unlink_blob(&r, &d).await.unwrap());
+    assert!(!meta.unlink_blob(&repo("nowhere"), &d).await.unwrap());
+    assert_eq!(meta.repo_blob_size(&r, &d).await.unwrap(), None);
+    assert_eq!(meta.any_blob_size(&d).await.unwrap(), None);
+}
+
+pub async fn uploads_lifecycle(meta: &Meta) {
+    let r = repo("up/loads");
+    let started = OffsetDateTime::now_utc();
+    meta.create_upload("id-1", &r).await.unwrap();
+    meta.create_upload("id-2", &r).await.unwrap();
+    assert!(meta.repository_exists(&r).await.unwrap());
+    assert!(matches!(
+        meta.create_upload("id-1", &repo("elsewhere")).await,
+        Err(MetaError::UploadExists(id)) if id == "id-1"
+    ));
+
+    let u = meta.upload("id-1").await.unwrap().unwrap();
+    assert_eq!(u.id, "id-1");
+    assert_eq!(u.repo, r);
+    // Stored to the microsecond.
+    assert!(u.created_at >= started - time::Duration::microseconds(1));
+    assert!(u.created_at <= OffsetDateTime::now_utc());
+    assert_eq!(meta.upload("nope").await.unwrap(), None);
+
+    let later = OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let old = meta.uploads_started_before(later).await.unwrap();
+    assert_eq!(
+        old.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        ["id-1", "id-2"]
+    );
+    assert!(meta
+        .uploads_started_before(started - time::Duration::seconds(1))
+        .await
+        .unwrap()
+        .is_empty());
+
+    assert!(meta.delete_upload("id-1").await.unwrap());
+    assert!(!meta.delete_upload("id-1").await.unwrap());
+    assert_eq!(meta.upload("id-1").await.unwrap(), None);
+    assert_eq!(meta.uploads_started_before(later).await.unwrap().len(), 1);
+}
+
+pub async fn tags_only_point_at_manifests_of_their_repository(meta: &Meta) {
+    let r = repo("fk");
+    let t = tag("v1");
+    let m1 = image("fk", "fk1");
+    meta.put_manifest(&m1, None, &push()).await.unwrap();
+    meta.put_manifest(&image("fk-other", "fk2"), None, &push())
+        .await
+        .unwrap();
+    let promote = TagMove {
+        actor: "carol".into(),
+        source: TagMoveSource::Promote,
+    };
+
+    // A digest the repository does not hold: refused by the foreign key, nothing journaled.
+    let unknown = digest("never-pushed");
+    match meta.move_tag(&r, &t, &unknown, &promote).await {
+        Err(MetaError::ManifestUnknown { repo, digest }) => {
+            assert_eq!((repo, digest), (r.clone(), unknown.clone()));
+        }
+        other => panic!("expected ManifestUnknown, got {other:?}"),
+    }
+    // A manifest of another repository does not count either.
+    assert!(matches!(
+        meta.move_tag(&r, &t, &digest("fk2"), &promote).await,
+        Err(MetaError::ManifestUnknown { .. })
+    ));
+    assert!(matches!(
+        meta.move_tag(&repo("fk-none"), &t, &m1.digest, &promote)
+            .await,
+        Err(MetaError::ManifestUnknown { .. })
+    ));
+    assert!(meta.resolve_tag(&r, &t).await.unwrap().is_none());
+    assert_eq!(journal_len(meta).await, 0);
+
+    // A manifest it holds: moved and journaled once.
+    assert!(meta.move_tag(&r, &t, &m1.digest, &promote).await.unwrap());
+    assert!(!meta.move_tag(&r, &t, &m1.digest, &promote).await.unwrap());
+    let rows = meta.tag_history(&r, &t).await.unwrap();
+    assert_eq!(moves(&rows), [(None, Some(m1.digest.clone()))]);
+    assert_eq!(rows[0].source, TagMoveSource::Promote);
+    assert_eq!(rows[0].actor, "carol");
+
+    // A failed move leaves the tag where it was.
+    assert!(meta.move_tag(&r, &t, &unknown, &promote).await.is_err());
+    assert_eq!(
+        meta.resolve_tag(&r, &t).await.unwrap().unwrap().digest,
+        m1.digest
+    );
+    assert_eq!(journal_len(meta).await, 1);
+}
+
+pub async fn manifests_are_idempotent_and_deletable(meta: &Meta) {
+    let r = repo("man");
+    let index = NewManifest {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        blobs: vec![],
+        children: vec![digest("c1"), digest("c2"), digest("c1")],
+        ..image("man", "index")
+    };
+    let mut dup_layers = image("man", "img");
+    dup_layers.blobs.push(dup_layers.blobs[0].clone());
+
+    assert_eq!(meta.manifest(&r, &index.digest).await.unwrap(), None);
+    meta.put_manifest(&index, Some(&tag("multi")), &push())
+        .await
+        .unwrap();
+    meta.put_manifest(&index, Some(&tag("multi")), &push())
+        .await
+        .unwrap();
+    meta.put_manifest(&dup_layers, None, &push()).await.unwrap();
+
+    let got = meta.manifest(&r, &index.digest).await.unwrap().unwrap();
+    assert_eq!(got.digest, index.digest);
+    assert_eq!(got.media_type, index.media_type);
+    assert_eq!(got.size, index.size);
+    assert_eq!(
+        meta.resolve_tag(&r, &tag("multi")).await.unwrap(),
+        Some(got.clone())
+    );
+    assert_eq!(
+        meta.manifest(&repo("other"), &index.digest).await.unwrap(),
+        None
+    );
+    assert_eq!(meta.resolve_tag(&r, &tag("nope")).await.unwrap(), None);
+
+    // Delete, then push again: the references are written afresh without conflict.
+    assert!(meta
+        .delete_manifest(&r, &index.digest, &delete())
+        .await
+        .unwrap());
+    assert_eq!(meta.manifest(&r, &index.digest).await.unwrap(), None);
+    meta.put_manifest(&index, Some(&tag("multi")), &push())
+        .await
+        .unwrap();
+    assert_eq!(meta.manifest(&r, &index.digest).await.unwrap(), Some(got));
+    assert_eq!(
+        moves(&meta.tag_history(&r, &tag("multi")).await.unwrap()),
+        [
+            (None, Some(index.digest.clone())),
+            (Some(index.digest.clone()), None),
+            (None, Some(index.digest.clone())),
+        ]
+    );
+}
