@@ -4,7 +4,8 @@
 //!
 //! Concurrent pushers upload blobs (monolithic and chunked) and tag manifests in a loop;
 //! every push the registry acknowledged (201 Created) is recorded. Under load the server
-//! is killed with SIGKILL and restarted on the same data directory. Then every
+//! is killed with SIGKILL and restarted on the same data directory, three times. After
+//! each restart every
 //! acknowledged blob must come back byte for byte, every acknowledged tag must resolve to
 //! its digest, every unacknowledged push must be either absent or complete, and every file
 //! of the blob tree must hash to its name.
@@ -21,8 +22,13 @@ use crate::harness::{
 };
 
 const PUSHERS: usize = 8;
-/// How long the pushers run before the kill.
-const LOAD: Duration = Duration::from_millis(1500);
+/// How long the pushers run before each kill: several crash cycles on one data directory,
+/// each at a different point of the load.
+const LOADS: [Duration; 3] = [
+    Duration::from_millis(1500),
+    Duration::from_millis(700),
+    Duration::from_millis(1100),
+];
 /// An upper bound on iterations per pusher, whatever the speed.
 const MAX_ROUNDS: usize = 500;
 const MIN_BLOB: usize = 256 * 1024;
@@ -40,8 +46,9 @@ struct Attempt {
 }
 
 /// What one pusher attempted, in order.
-#[derive(Default)]
 struct PusherLog {
+    /// The repository this pusher pushes to.
+    repo: String,
     attempts: Vec<Attempt>,
     /// The manifest digests pushed to `latest`, in order, with their acknowledgement.
     latest: Vec<(String, bool)>,
@@ -84,10 +91,14 @@ async fn random_blob(rng_seed: u64, media_type: &'static str) -> Blob {
     .expect("blob generator task")
 }
 
-async fn pusher(index: usize, registry: RegistryClient, stop: Arc<AtomicBool>) -> PusherLog {
-    let repo = format!("crash/p{index}");
+async fn pusher(repo: String, registry: RegistryClient, stop: Arc<AtomicBool>) -> PusherLog {
     let mut rng = Rng::new();
-    let mut log = PusherLog::default();
+    let mut log = PusherLog {
+        repo: repo.clone(),
+        attempts: Vec::new(),
+        latest: Vec::new(),
+        first_error: None,
+    };
     for round in 0..MAX_ROUNDS {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -107,7 +118,7 @@ async fn pusher(index: usize, registry: RegistryClient, stop: Arc<AtomicBool>) -
                 "architecture": "amd64",
                 "os": "linux",
                 "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
-                "pusher": index,
+                "repository": repo,
                 "round": round,
                 "nonce": rng.token(),
             })),
@@ -140,57 +151,82 @@ async fn pusher(index: usize, registry: RegistryClient, stop: Arc<AtomicBool>) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_pushes_survive_sigkill() {
     let mut server = TestServer::start().await;
-    let registry = RegistryClient::new(server.client().clone(), &server.url());
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..PUSHERS)
-        .map(|i| tokio::spawn(pusher(i, registry.clone(), stop.clone())))
-        .collect();
+    // Every pusher log of every cycle, verified again after each later crash too.
+    let mut logs: Vec<PusherLog> = Vec::new();
+    for (cycle, load) in LOADS.iter().enumerate() {
+        let registry = RegistryClient::new(server.client().clone(), &server.url());
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..PUSHERS)
+            .map(|i| {
+                let repo = format!("crash/c{cycle}p{i}");
+                tokio::spawn(pusher(repo, registry.clone(), stop.clone()))
+            })
+            .collect();
 
-    tokio::time::sleep(LOAD).await;
-    let pid = server.pid();
-    // Kill first, then tell the pushers to stop: requests are in flight at the kill.
-    server.kill();
-    stop.store(true, Ordering::SeqCst);
-    eprintln!("killed server pid {pid} with SIGKILL after {LOAD:?} of load");
+        tokio::time::sleep(*load).await;
+        let pid = server.pid();
+        // Kill first, then tell the pushers to stop: requests are in flight at the kill.
+        server.kill();
+        stop.store(true, Ordering::SeqCst);
+        eprintln!("cycle {cycle}: killed server pid {pid} with SIGKILL after {load:?} of load");
 
-    let mut logs = Vec::new();
-    for task in tasks {
-        let log = tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("a pusher did not stop within 30 s of the kill")
-            .expect("pusher task panicked");
-        logs.push(log);
-    }
-    let attempts: Vec<&Attempt> = logs.iter().flat_map(|l| &l.attempts).collect();
-    let acked_blobs = attempts
-        .iter()
-        .filter(|a| a.acked && a.tag.is_none())
-        .count();
-    let acked_tags = attempts
-        .iter()
-        .filter(|a| a.acked && a.tag.is_some())
-        .count();
-    let unacked = attempts.iter().filter(|a| !a.acked).count();
-    eprintln!(
-        "{} attempts: {acked_blobs} blobs and {acked_tags} tags acknowledged, {unacked} not",
-        attempts.len()
-    );
-    for (i, log) in logs.iter().enumerate() {
-        if let Some(e) = &log.first_error {
-            eprintln!("pusher {i} first failure: {e}");
+        let first_new = logs.len();
+        for task in tasks {
+            let log = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("a pusher did not stop within 30 s of the kill")
+                .expect("pusher task panicked");
+            logs.push(log);
         }
+        let new_logs = &logs[first_new..];
+        let count = |acked: bool, manifest: bool| {
+            new_logs
+                .iter()
+                .flat_map(|l| &l.attempts)
+                .filter(|a| a.acked == acked && a.tag.is_some() == manifest)
+                .count()
+        };
+        let (acked_blobs, acked_manifests) = (count(true, false), count(true, true));
+        eprintln!(
+            "cycle {cycle}: acknowledged {acked_blobs} blobs and {acked_manifests} manifest \
+             puts; {} blob and {} manifest attempts not acknowledged",
+            count(false, false),
+            count(false, true)
+        );
+        for log in new_logs {
+            if let Some(e) = &log.first_error {
+                eprintln!("{} first failure: {e}", log.repo);
+            }
+        }
+        assert!(
+            acked_blobs > 0 && acked_manifests > 0,
+            "cycle {cycle}: too little was acknowledged under load to test anything \
+             ({acked_blobs} blobs, {acked_manifests} manifest puts); pusher errors above"
+        );
+
+        server.restart().await;
+        let registry = RegistryClient::new(server.client().clone(), &server.url());
+        let mut failures = verify_pushes(&registry, &logs).await;
+        failures.extend(check_blob_tree(&server, &logs));
+        // The restarted server still takes pushes.
+        let probe = Blob::new(OCI_LAYER_GZIP, Rng::new().bytes(1000));
+        if let Err(e) = registry.push_blob("crash/after", &probe).await {
+            failures.push(format!("push after restart: {e}"));
+        }
+        assert!(
+            failures.is_empty(),
+            "cycle {cycle}: {} failures after kill -9 and restart:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
-    assert!(
-        acked_blobs >= PUSHERS && acked_tags >= PUSHERS,
-        "too little was acknowledged under load to test anything ({acked_blobs} blobs, \
-         {acked_tags} tags); pusher errors above"
-    );
+}
 
-    server.restart().await;
-    let registry = RegistryClient::new(server.client().clone(), &server.url());
+/// Checks every attempt of every pusher against the restarted registry; returns the
+/// failures, each naming the request, what was expected and what came back.
+async fn verify_pushes(registry: &RegistryClient, logs: &[PusherLog]) -> Vec<String> {
     let mut failures = Vec::new();
-
-    for attempt in &attempts {
+    for attempt in logs.iter().flat_map(|l| &l.attempts) {
         let Attempt {
             repo,
             tag,
@@ -216,39 +252,35 @@ async fn acknowledged_pushes_survive_sigkill() {
             }
         };
         let complete = got.status == 200 && got.body == content.bytes;
-        let body_note = if got.status == 200 {
-            String::new()
-        } else {
-            format!(
-                ": {}",
-                String::from_utf8_lossy(&got.body[..got.body.len().min(500)])
-            )
-        };
+        let got_text = format!(
+            "{} with {} bytes (sha256 {}){}",
+            got.status,
+            got.body.len(),
+            sha256_digest(&got.body),
+            if got.status == 200 {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    String::from_utf8_lossy(&got.body[..got.body.len().min(500)])
+                )
+            }
+        );
         let served_digest = got.header("docker-content-digest").map(str::to_owned);
         if *acked && !complete {
-            failures.push(
-                format!(
-                "{request} (acknowledged before the kill): expected 200 with the {} pushed bytes \
-                 of {}, got {} with {} bytes (sha256 {})",
+            failures.push(format!(
+                "{request} (acknowledged before the kill): expected 200 with the {} pushed \
+                 bytes of {}, got {got_text}",
                 content.bytes.len(),
                 content.digest,
-                got.status,
-                got.body.len(),
-                sha256_digest(&got.body)
-            ) + &body_note,
-            );
+            ));
         } else if !acked && !complete && got.status != 404 {
-            failures.push(
-                format!(
-                    "{request} (in flight at the kill, not acknowledged): expected 404 or the \
-                 complete {} bytes of {}, got {} with {} bytes (sha256 {})",
-                    content.bytes.len(),
-                    content.digest,
-                    got.status,
-                    got.body.len(),
-                    sha256_digest(&got.body)
-                ) + &body_note,
-            );
+            failures.push(format!(
+                "{request} (in flight at the kill, not acknowledged): expected 404 or the \
+                 complete {} bytes of {}, got {got_text}",
+                content.bytes.len(),
+                content.digest,
+            ));
         } else if complete && tag.is_some() && served_digest.as_deref() != Some(&content.digest) {
             failures.push(format!(
                 "{request}: expected Docker-Content-Digest {}, got {served_digest:?}",
@@ -257,9 +289,8 @@ async fn acknowledged_pushes_survive_sigkill() {
         }
     }
 
-    for (i, log) in logs.iter().enumerate() {
-        let repo = format!("crash/p{i}");
-        let request = format!("GET /v2/{repo}/manifests/latest");
+    for log in logs {
+        let request = format!("GET /v2/{}/manifests/latest", log.repo);
         // `latest` may show the last acknowledged move or any later, unacknowledged one
         // (the server may have committed it without answering).
         let last_acked = log.latest.iter().rposition(|(_, acked)| *acked);
@@ -267,7 +298,7 @@ async fn acknowledged_pushes_survive_sigkill() {
             .iter()
             .map(|(digest, _)| digest.as_str())
             .collect();
-        let got = match registry.get_manifest(&repo, "latest").await {
+        let got = match registry.get_manifest(&log.repo, "latest").await {
             Ok(got) => got,
             Err(e) => {
                 failures.push(e);
@@ -284,21 +315,7 @@ async fn acknowledged_pushes_survive_sigkill() {
             )),
         }
     }
-
-    failures.extend(check_blob_tree(&server, &attempts));
-
-    // The restarted server still takes pushes.
-    let probe = Blob::new(OCI_LAYER_GZIP, Rng::new().bytes(1000));
-    if let Err(e) = registry.push_blob("crash/after", &probe).await {
-        failures.push(format!("push after restart: {e}"));
-    }
-
-    assert!(
-        failures.is_empty(),
-        "{} failures after kill -9 and restart:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    failures
 }
 
 #[tokio::test]
@@ -347,7 +364,7 @@ async fn sigterm_stops_cleanly_and_keeps_pushes() {
 
 /// Every file of the blob tree must hash to its name; on Pinfold every acknowledged blob
 /// must also be a file there.
-fn check_blob_tree(server: &TestServer, attempts: &[&Attempt]) -> Vec<String> {
+fn check_blob_tree(server: &TestServer, logs: &[PusherLog]) -> Vec<String> {
     let mut failures = Vec::new();
     // (expected hex, path) of every stored blob.
     let mut stored = Vec::new();
@@ -382,7 +399,8 @@ fn check_blob_tree(server: &TestServer, attempts: &[&Attempt]) -> Vec<String> {
                     others.push(path);
                 }
             }
-            for attempt in attempts.iter().filter(|a| a.acked && a.tag.is_none()) {
+            let attempts = logs.iter().flat_map(|l| &l.attempts);
+            for attempt in attempts.filter(|a| a.acked && a.tag.is_none()) {
                 let hex = attempt.content.digest.trim_start_matches("sha256:");
                 let path = root.join(&hex[..2]).join(hex);
                 if !path.is_file() {
