@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use pinfold_oci::Digest;
 
 /// What went wrong in the blob store.
@@ -32,6 +34,18 @@ pub enum StoreError {
     /// The request body failed before it ended (client disconnect, timeout); nothing was kept.
     #[error("request body ended early: {0}")]
     BodyInterrupted(String),
+    /// A stored blob is larger than the caller is willing to read into memory
+    /// ([`BlobStore::read_blob`](crate::BlobStore::read_blob)). The blob is intact; a server
+    /// answers 500 because it wrote the blob itself.
+    #[error("blob {digest} has {size} bytes, more than the {max} allowed here")]
+    BlobTooLarge {
+        /// The blob.
+        digest: Digest,
+        /// Its size on disk.
+        size: u64,
+        /// The caller's limit.
+        max: u64,
+    },
     /// A file-system operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -43,4 +57,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// An [`StoreError::Io`] naming what was done to which path.
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! Only this crate writes the blob tree. A blob becomes visible only after its digest has been
 //! verified and its file and directory fsynced and renamed into place ("visible means verified
-//! and durable", DESIGN.md). This crate knows nothing of repositories, HTTP or metadata; it
-//! must not depend on any Pinfold crate but `pinfold-oci`.
+//! and durable", DESIGN.md); one function, `durable::install_blob`, does that for pushed
+//! manifests and finished uploads alike. This crate knows nothing of repositories, HTTP or
+//! metadata; it must not depend on any Pinfold crate but `pinfold-oci`.
 //!
 //! On-disk layout under the store root:
 //!
@@ -11,18 +12,28 @@
 //! <root>/
 //!   blobs/
 //!     sha256/
+//!       00/ .. ff/             all 256 fan-out directories, created by BlobStore::open
 //!       e3/
 //!         e3b0c442...b855      one file per blob, named by its encoded digest
+//!         .tmp-<uuid>          a blob being written (put_blob); renamed to its hex name
+//!                              when durable, removed on failure
 //!     sha512/
 //!       cf/cf83e135...
 //!   uploads/
-//!     <upload id>              the bytes received so far for one upload session
-//!   tmp/                       (not used: temp files live beside their destination)
+//!     <upload id>              the bytes received so far for one upload session; the file
+//!                              is the session's whole durable state. Completing renames it
+//!                              into blobs/ (same file system, so the rename is atomic).
 //! ```
+//!
+//! Paths are only ever built from a validated `Digest` or [`UploadId`] (module `layout`).
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod append;
+mod durable;
 mod error;
+mod layout;
+mod session;
 mod store;
 mod upload;
 
