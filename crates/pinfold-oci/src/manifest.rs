@@ -273,11 +273,12 @@ impl Manifest {
     }
 
     /// The artifact type the referrers API reports for this manifest: `artifactType`, or for
-    /// an image manifest without one, its config's media type (distribution-spec, "Listing
+    /// an image manifest whose `artifactType` is missing or empty, its config's media type (distribution-spec, "Listing
     /// Referrers").
     pub fn referrer_artifact_type(&self) -> Option<&str> {
         self.artifact_type
             .as_deref()
+            .filter(|t| !t.is_empty())
             .or_else(|| self.config.as_ref().map(|c| c.media_type.as_str()))
     }
 }

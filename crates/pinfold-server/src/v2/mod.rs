@@ -48,16 +48,37 @@ async fn base(method: Method) -> Response {
             if method == Method::HEAD { "" } else { "{}" },
         )
             .into_response(),
-        _ => unsupported(&method),
+        _ => unsupported(&method, "GET, HEAD"),
     };
     with_api_version(response)
 }
 
-fn unsupported(method: &Method) -> Response {
+/// 405 with the `Allow` header RFC 9110 §15.5.6 requires.
+fn unsupported(method: &Method, allow: &'static str) -> Response {
     OciError::new(ErrorCode::Unsupported)
-        .detail(format!("method {method} is not supported here"))
+        .detail(format!("method {method} is not supported here; allowed: {allow}"))
+        .with_header(header::ALLOW, HeaderValue::from_static(allow))
         .for_head(method == Method::HEAD)
         .into_response()
+}
+
+/// The methods each resource answers.
+fn allowed_methods(route: &V2Route) -> &'static str {
+    match route {
+        V2Route::Manifest { .. } => "GET, HEAD, PUT, DELETE",
+        V2Route::Blob { .. } => "GET, HEAD, DELETE",
+        V2Route::UploadStart { .. } => "POST",
+        V2Route::Upload { .. } => "GET, PATCH, PUT, DELETE",
+        V2Route::Tags { .. } | V2Route::Catalog | V2Route::Referrers { .. } => "GET, HEAD",
+    }
+}
+
+/// Answers a HEAD on a listing with the headers its GET would have, and no body.
+async fn head_of(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let len = axum::body::to_bytes(body, usize::MAX).await.map(|b| b.len()).unwrap_or(0);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Response::from_parts(parts, Body::empty())
 }
 
 fn with_api_version(mut response: Response) -> Response {
@@ -94,6 +115,7 @@ async fn route_request(
     body: Body,
 ) -> Result<Response, OciError> {
     let method = parts.method.clone();
+    let allow = allowed_methods(&route);
     match (route, &method) {
         (V2Route::Manifest { repo, reference }, &Method::GET | &Method::HEAD) => {
             manifests::get(
@@ -140,10 +162,17 @@ async fn route_request(
             uploads::delete(&registry, &repo, &id).await
         }
         (V2Route::Tags { repo }, &Method::GET) => tags::list(&registry, &repo, &parts.uri).await,
+        (V2Route::Tags { repo }, &Method::HEAD) => {
+            Ok(head_of(tags::list(&registry, &repo, &parts.uri).await?).await)
+        }
         (V2Route::Catalog, &Method::GET) => catalog::list(&registry, &parts.uri).await,
+        (V2Route::Catalog, &Method::HEAD) => Ok(head_of(catalog::list(&registry, &parts.uri).await?).await),
         (V2Route::Referrers { repo, digest }, &Method::GET) => {
             referrers::list(&registry, &repo, &digest, &parts.uri).await
         }
-        (_, method) => Ok(unsupported(method)),
+        (V2Route::Referrers { repo, digest }, &Method::HEAD) => {
+            Ok(head_of(referrers::list(&registry, &repo, &digest, &parts.uri).await?).await)
+        }
+        (_, method) => Ok(unsupported(method, allow)),
     }
 }

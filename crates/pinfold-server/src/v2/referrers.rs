@@ -43,7 +43,8 @@ pub async fn list(
             .with_status(StatusCode::BAD_REQUEST)
             .detail(e.to_string())
     })?;
-    let artifact_type = query.get("artifactType").map(String::as_str);
+    // An empty `artifactType=` filters nothing.
+    let artifact_type = query.get("artifactType").map(String::as_str).filter(|t| !t.is_empty());
     // An unknown subject (or repository) answers an empty index, never 404 (spec).
     let referrers = registry.referrers(repo, &subject, artifact_type).await?;
     let index = Index {
