@@ -176,10 +176,14 @@ impl Meta {
         let Some(id) = repo_id(&mut conn, repo).await? else {
             return Ok(None);
         };
-        // `name > ''` for "from the start": tags are never empty, and the bound keeps the scan
-        // on the primary key.
+        // distribution-spec, "Listing Tags": "lexical order (i.e. case-insensitive
+        // alphanumeric order)". Tags equal but for case are then ordered by bytes, so the order
+        // is total and `last` pages through it without skipping or repeating. `lower()` folds
+        // ASCII only, which is all a tag may contain.
         let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+            "SELECT name FROM tags WHERE repo_id = $1 \
+             AND (lower(name) > lower($2) OR (lower(name) = lower($2) AND name > $2)) \
+             ORDER BY lower(name), name LIMIT $3",
         )
         .bind(id)
         .bind(last.unwrap_or(""))

@@ -77,6 +77,9 @@ CREATE TABLE tags (
     FOREIGN KEY (repo_id, digest) REFERENCES manifests (repo_id, digest)
 ) WITHOUT ROWID;
 
+-- Tag listing order: case-insensitive, then by bytes (distribution-spec "Listing Tags").
+CREATE INDEX tags_lexical ON tags (repo_id, lower(name), name);
+
 -- Finds the tags of a manifest being deleted; SQLite also needs it to check the foreign key
 -- above without a full scan when a manifest row goes.
 CREATE INDEX tags_digest ON tags (repo_id, digest);
