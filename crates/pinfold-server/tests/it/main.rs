@@ -1,0 +1,17 @@
+//! Integration tests of the `/v2/` API (distribution-spec v1.1) and the tag journal, against the
+//! real server on a loopback port. One binary: `cargo test -p pinfold-server --test it`.
+//!
+//! Every test starts its own server over its own temporary data directory ([`harness`]), so
+//! tests are independent and run in parallel.
+
+mod harness;
+
+mod base;
+mod blobs;
+mod catalog;
+mod errors;
+mod history;
+mod manifests;
+mod referrers;
+mod tags;
+mod uploads;
