@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -16,15 +17,37 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::registry::Registry;
+use crate::workers::{UploadJanitor, Workers};
 use crate::{api, v2, ServerConfig, ServerError};
 
-/// The whole HTTP surface over `registry`.
-pub fn router(registry: Registry) -> Router {
+/// What every handler may reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The registry rules over store and metadata.
+    pub registry: Registry,
+    /// The background workers and their statuses.
+    pub workers: Workers,
+}
+
+impl FromRef<AppState> for Registry {
+    fn from_ref(state: &AppState) -> Registry {
+        state.registry.clone()
+    }
+}
+
+impl FromRef<AppState> for Workers {
+    fn from_ref(state: &AppState) -> Workers {
+        state.workers.clone()
+    }
+}
+
+/// The whole HTTP surface over `state`.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2::routes())
         .merge(api::routes())
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
-        .with_state(registry)
+        .with_state(state)
         .layer(
             // One span per request and one event per response, at DEBUG so that the hot path
             // pays nothing unless asked (`RUST_LOG=tower_http=debug`).
@@ -60,7 +83,7 @@ pub async fn open_registry(
 pub struct Server {
     listener: TcpListener,
     registry: Registry,
-    grace: Duration,
+    config: ServerConfig,
 }
 
 impl Server {
@@ -83,7 +106,7 @@ impl Server {
         Ok(Server {
             listener,
             registry,
-            grace: Duration::from_secs(config.shutdown_grace_seconds),
+            config: config.clone(),
         })
     }
 
@@ -112,9 +135,19 @@ impl Server {
         let Server {
             listener,
             registry,
-            grace,
+            config,
         } = self;
-        let app = router(registry.clone());
+        let grace = Duration::from_secs(config.shutdown_grace_seconds);
+        let workers = Workers::default();
+        workers.spawn(UploadJanitor::new(
+            registry.clone(),
+            Duration::from_secs(config.upload_idle_expiry_seconds),
+            Duration::from_secs(config.upload_janitor_interval_seconds),
+        ));
+        let app = router(AppState {
+            registry: registry.clone(),
+            workers: workers.clone(),
+        });
         // Small answers (manifests, upload receipts) must not wait for Nagle.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -133,6 +166,7 @@ impl Server {
             result = serve => result.map_err(|source| ServerError::Serve { source })?,
             () = deadline => tracing::warn!("requests still running after {grace:?}; closing anyway"),
         }
+        workers.stop(Duration::from_secs(5)).await;
         registry.meta().close().await;
         Ok(())
     }

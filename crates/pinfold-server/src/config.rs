@@ -13,6 +13,11 @@ pub struct ServerConfig {
     pub max_blob_bytes: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C. Default 30.
     pub shutdown_grace_seconds: u64,
+    /// An upload session that received nothing for this many seconds is removed by the upload
+    /// janitor. Default 86400 (one day).
+    pub upload_idle_expiry_seconds: u64,
+    /// Seconds between two runs of the upload janitor. Default 600.
+    pub upload_janitor_interval_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -21,6 +26,8 @@ impl Default for ServerConfig {
             manifest_cache_bytes: 8 * 1024 * 1024,
             max_blob_bytes: None,
             shutdown_grace_seconds: 30,
+            upload_idle_expiry_seconds: 86_400,
+            upload_janitor_interval_seconds: 600,
         }
     }
 }

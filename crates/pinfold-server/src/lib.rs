@@ -12,11 +12,12 @@ mod app;
 mod config;
 pub mod registry;
 pub mod v2;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use app::{open_registry, router, Server};
+pub use app::{open_registry, router, AppState, Server};
 pub use config::ServerConfig;
 
 /// Why the server could not start or stopped.

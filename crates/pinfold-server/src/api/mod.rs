@@ -3,16 +3,19 @@
 
 mod error;
 mod history;
+mod workers;
 
 use axum::routing::get;
 use axum::Router;
 
-use crate::registry::Registry;
+use crate::AppState;
 
 /// The `/api/v1/` routes.
-pub fn routes() -> Router<Registry> {
-    Router::new().route(
-        "/api/v1/repositories/{*path}",
-        get(history::repository_path),
-    )
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/repositories/{*path}",
+            get(history::repository_path),
+        )
+        .route("/api/v1/workers", get(workers::list))
 }

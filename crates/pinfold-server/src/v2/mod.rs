@@ -30,7 +30,7 @@ use route::V2Route;
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
 /// The `/v2/` routes.
-pub fn routes() -> Router<Registry> {
+pub fn routes() -> Router<crate::AppState> {
     Router::new()
         .route("/v2", any(base))
         .route("/v2/", any(base))
@@ -56,7 +56,9 @@ async fn base(method: Method) -> Response {
 /// 405 with the `Allow` header RFC 9110 §15.5.6 requires.
 fn unsupported(method: &Method, allow: &'static str) -> Response {
     OciError::new(ErrorCode::Unsupported)
-        .detail(format!("method {method} is not supported here; allowed: {allow}"))
+        .detail(format!(
+            "method {method} is not supported here; allowed: {allow}"
+        ))
         .with_header(header::ALLOW, HeaderValue::from_static(allow))
         .for_head(method == Method::HEAD)
         .into_response()
@@ -76,8 +78,13 @@ fn allowed_methods(route: &V2Route) -> &'static str {
 /// Answers a HEAD on a listing with the headers its GET would have, and no body.
 async fn head_of(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
-    let len = axum::body::to_bytes(body, usize::MAX).await.map(|b| b.len()).unwrap_or(0);
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let len = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map(|b| b.len())
+        .unwrap_or(0);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     Response::from_parts(parts, Body::empty())
 }
 
@@ -166,7 +173,9 @@ async fn route_request(
             Ok(head_of(tags::list(&registry, &repo, &parts.uri).await?).await)
         }
         (V2Route::Catalog, &Method::GET) => catalog::list(&registry, &parts.uri).await,
-        (V2Route::Catalog, &Method::HEAD) => Ok(head_of(catalog::list(&registry, &parts.uri).await?).await),
+        (V2Route::Catalog, &Method::HEAD) => {
+            Ok(head_of(catalog::list(&registry, &parts.uri).await?).await)
+        }
         (V2Route::Referrers { repo, digest }, &Method::GET) => {
             referrers::list(&registry, &repo, &digest, &parts.uri).await
         }

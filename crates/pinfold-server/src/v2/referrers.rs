@@ -44,7 +44,10 @@ pub async fn list(
             .detail(e.to_string())
     })?;
     // An empty `artifactType=` filters nothing.
-    let artifact_type = query.get("artifactType").map(String::as_str).filter(|t| !t.is_empty());
+    let artifact_type = query
+        .get("artifactType")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty());
     // An unknown subject (or repository) answers an empty index, never 404 (spec).
     let referrers = registry.referrers(repo, &subject, artifact_type).await?;
     let index = Index {
