@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures_util::Stream;
 use pinfold_oci::{Digest, RepoName};
-use pinfold_store::UploadId;
+use pinfold_store::{StoreError, UploadId};
 
 use super::Registry;
 use crate::v2::error::{ErrorCode, OciError};
@@ -114,12 +114,24 @@ impl Registry {
         E: std::fmt::Display,
     {
         let upload_id = self.own_upload(repo, id).await?;
+        let appended = final_chunk.is_some();
         if let Some(body) = final_chunk {
             self.store()
                 .append_upload(&upload_id, start, body, self.inner.max_blob_bytes)
                 .await?;
         }
-        let size = self.store().complete_upload(&upload_id, digest).await?;
+        let size = match self.store().complete_upload(&upload_id, digest).await {
+            Ok(size) => size,
+            Err(e @ StoreError::DigestMismatch { .. }) if appended => {
+                // The refused request's chunk is in the session now and the store cannot take
+                // it back: end the session, as distribution does, rather than keep bytes from a
+                // request that failed ("bad input changes nothing").
+                let _ = self.store().cancel_upload(&upload_id).await;
+                let _ = self.meta().delete_upload(upload_id.as_str()).await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.meta().link_blob(repo, digest, size).await?;
         self.meta().delete_upload(upload_id.as_str()).await?;
         Ok(())
@@ -136,16 +148,24 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let id = self.start_upload(repo).await?;
-        let result = self
-            .complete_upload(repo, id.as_str(), digest, Some(0), Some(body))
-            .await;
-        if result.is_err() {
-            // Nothing of a failed single-request upload may linger.
-            let _ = self.store().cancel_upload(&id).await;
-            let _ = self.meta().delete_upload(id.as_str()).await;
+        // A store-only session: nothing is recorded in the metadata (not even the repository)
+        // unless the blob is accepted. A crash leaves an upload file the janitor removes.
+        let id = self.store().create_upload().await?;
+        let stored = async {
+            self.store()
+                .append_upload(&id, Some(0), body, self.inner.max_blob_bytes)
+                .await?;
+            self.store().complete_upload(&id, digest).await
         }
-        result
+        .await;
+        match stored {
+            Ok(size) => Ok(self.meta().link_blob(repo, digest, size).await?),
+            Err(e) => {
+                // Nothing of a failed single-request upload may linger.
+                let _ = self.store().cancel_upload(&id).await;
+                Err(e.into())
+            }
+        }
     }
 
     /// Cancels an upload of `repo`.

@@ -70,7 +70,7 @@ fn allowed_methods(route: &V2Route) -> &'static str {
         V2Route::Manifest { .. } => "GET, HEAD, PUT, DELETE",
         V2Route::Blob { .. } => "GET, HEAD, DELETE",
         V2Route::UploadStart { .. } => "POST",
-        V2Route::Upload { .. } => "GET, PATCH, PUT, DELETE",
+        V2Route::Upload { .. } => "GET, HEAD, PATCH, PUT, DELETE",
         V2Route::Tags { .. } | V2Route::Catalog | V2Route::Referrers { .. } => "GET, HEAD",
     }
 }
@@ -156,7 +156,8 @@ async fn route_request(
         (V2Route::UploadStart { repo }, &Method::POST) => {
             uploads::start(&registry, &repo, &parts, body).await
         }
-        (V2Route::Upload { repo, id }, &Method::GET) => {
+        // 204 has no body, so HEAD answers exactly like GET.
+        (V2Route::Upload { repo, id }, &Method::GET | &Method::HEAD) => {
             uploads::status(&registry, &repo, &id).await
         }
         (V2Route::Upload { repo, id }, &Method::PATCH) => {

@@ -77,8 +77,51 @@ fn parse_digest(text: Option<&String>) -> Result<Digest, OciError> {
     Ok(text.parse()?)
 }
 
-/// Reads `Content-Range: <start>-<end>` of a chunk and checks it against `Content-Length`.
-fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, OciError> {
+/// Fails a chunk's body when it does not carry exactly `expected` bytes (its `Content-Range`),
+/// so that the store rolls the append back. Needed where no `Content-Length` was checked
+/// (chunked transfer encoding).
+fn exactly<S, E>(
+    body: S,
+    expected: u64,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Send + Unpin
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    use futures_util::StreamExt;
+    Box::pin(futures_util::stream::unfold(
+        (body, 0u64, false),
+        move |(mut body, seen, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    if seen > expected {
+                        let e = format!(
+                            "chunk is longer than the {expected} bytes of its Content-Range"
+                        );
+                        Some((Err(e), (body, seen, true)))
+                    } else {
+                        Some((Ok(chunk), (body, seen, false)))
+                    }
+                }
+                Some(Err(e)) => Some((Err(e.to_string()), (body, seen, true))),
+                None if seen < expected => {
+                    let e = format!(
+                        "chunk ended after {seen} of the {expected} bytes of its Content-Range"
+                    );
+                    Some((Err(e), (body, seen, true)))
+                }
+                None => None,
+            }
+        },
+    ))
+}
+
+/// `Content-Range: <start>-<end>` of a chunk, checked against `Content-Length`.
+fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, OciError> {
     let Some(raw) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
@@ -113,7 +156,7 @@ fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, OciError> {
             )));
         }
     }
-    Ok(Some(start))
+    Ok(Some((start, end)))
 }
 
 /// True when the request carries a body.
@@ -169,10 +212,16 @@ pub async fn patch(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, OciError> {
-    let start = chunk_start(headers)?;
-    let (id, offset) = registry
-        .append_upload(repo, id, start, body.into_data_stream())
-        .await?;
+    let range = chunk_range(headers)?;
+    let body = body.into_data_stream();
+    let (id, offset) = match range {
+        Some((start, end)) => {
+            registry
+                .append_upload(repo, id, Some(start), exactly(body, end - start + 1))
+                .await?
+        }
+        None => registry.append_upload(repo, id, None, body).await?,
+    };
     session_response(StatusCode::ACCEPTED, repo, id.as_str(), offset)
 }
 
@@ -185,11 +234,27 @@ pub async fn put(
 ) -> Result<Response, OciError> {
     let query = query(parts)?;
     let digest = parse_digest(query.get("digest"))?;
-    let start = chunk_start(&parts.headers)?;
+    let range = chunk_range(&parts.headers)?;
+    let start = range.map(|(start, _)| start);
     let final_chunk = has_body(&parts.headers).then(|| body.into_data_stream());
-    registry
-        .complete_upload(repo, id, &digest, start, final_chunk)
-        .await?;
+    match (final_chunk, range) {
+        (Some(chunk), Some((start, end))) => {
+            registry
+                .complete_upload(
+                    repo,
+                    id,
+                    &digest,
+                    Some(start),
+                    Some(exactly(chunk, end - start + 1)),
+                )
+                .await?
+        }
+        (chunk, _) => {
+            registry
+                .complete_upload(repo, id, &digest, start, chunk)
+                .await?
+        }
+    }
     created(repo, &digest)
 }
 
@@ -205,6 +270,10 @@ pub async fn delete(registry: &Registry, repo: &RepoName, id: &str) -> Result<Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, OciError> {
+        Ok(chunk_range(headers)?.map(|(start, _)| start))
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
