@@ -1,12 +1,11 @@
 //! `GET /v2/_catalog`
 
-use axum::http::{header, HeaderValue, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::Uri;
+use axum::response::Response;
 use serde::Serialize;
 
 use super::error::OciError;
-use super::pagination::{next_link, page};
+use super::pagination::{page, paged_json};
 use crate::registry::Registry;
 
 #[derive(Serialize)]
@@ -21,21 +20,9 @@ pub async fn list(registry: &Registry, uri: &Uri) -> Result<Response, OciError> 
     } else {
         registry.catalog(page.limit, page.last.as_deref()).await?
     };
-    let link = next_link(
-        "/v2/_catalog",
-        &page,
-        repositories.len(),
-        repositories.last().map(|r| r.as_str()),
-    );
     let body = Catalog {
         repositories: repositories.iter().map(|r| r.as_str()).collect(),
     };
-    let mut response = Json(body).into_response();
-    if let Some(link) = link {
-        response.headers_mut().insert(
-            header::LINK,
-            HeaderValue::from_str(&link).map_err(|e| OciError::internal(&e))?,
-        );
-    }
-    Ok(response)
+    let last = repositories.last().map(|r| r.as_str());
+    paged_json(body, "/v2/_catalog", &page, repositories.len(), last)
 }

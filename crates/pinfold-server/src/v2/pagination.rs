@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use axum::extract::Query;
-use axum::http::Uri;
+use axum::http::{header, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 
 use super::error::OciError;
 
@@ -42,13 +44,25 @@ pub fn page(uri: &Uri) -> Result<(Page, HashMap<String, String>), OciError> {
     Ok((page, query))
 }
 
-/// The `Link` header value for the next page, when this page was full.
-pub fn next_link(
+/// Answers a listing as JSON, with `Link: <path?n=..&last=..>; rel="next"` when the page was
+/// full (distribution-spec, "Listing Tags").
+pub fn paged_json<T: serde::Serialize>(
+    body: T,
     path: &str,
     page: &Page,
     returned: usize,
     last_item: Option<&str>,
-) -> Option<String> {
+) -> Result<Response, OciError> {
+    let mut response = Json(body).into_response();
+    if let Some(link) = next_link(path, page, returned, last_item) {
+        let value = HeaderValue::from_str(&link).map_err(|e| OciError::internal(&e))?;
+        response.headers_mut().insert(header::LINK, value);
+    }
+    Ok(response)
+}
+
+/// The `Link` header value for the next page, when this page was full.
+fn next_link(path: &str, page: &Page, returned: usize, last_item: Option<&str>) -> Option<String> {
     let limit = page.limit?;
     if limit == 0 || returned < limit as usize {
         return None;

@@ -1,13 +1,12 @@
 //! `GET /v2/<name>/tags/list`
 
-use axum::http::{header, HeaderValue, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::Uri;
+use axum::response::Response;
 use pinfold_oci::RepoName;
 use serde::Serialize;
 
 use super::error::OciError;
-use super::pagination::{next_link, page};
+use super::pagination::{page, paged_json};
 use crate::registry::Registry;
 
 #[derive(Serialize)]
@@ -27,22 +26,16 @@ pub async fn list(registry: &Registry, repo: &RepoName, uri: &Uri) -> Result<Res
             .tags(repo, page.limit, page.last.as_deref())
             .await?
     };
-    let link = next_link(
-        &format!("/v2/{repo}/tags/list"),
-        &page,
-        tags.len(),
-        tags.last().map(|t| t.as_str()),
-    );
     let body = TagList {
         name: repo.as_str(),
         tags: tags.iter().map(|t| t.as_str()).collect(),
     };
-    let mut response = Json(body).into_response();
-    if let Some(link) = link {
-        response.headers_mut().insert(
-            header::LINK,
-            HeaderValue::from_str(&link).map_err(|e| OciError::internal(&e))?,
-        );
-    }
-    Ok(response)
+    let last = tags.last().map(|t| t.as_str());
+    paged_json(
+        body,
+        &format!("/v2/{repo}/tags/list"),
+        &page,
+        tags.len(),
+        last,
+    )
 }

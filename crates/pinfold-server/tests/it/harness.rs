@@ -384,15 +384,7 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The media type of a `Content-Type` value, without parameters.
-pub fn essence(value: &str) -> String {
-    value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-}
+pub use pinfold_oci::media_type::essence;
 
 /// Asserts an error answer: `status`, `Content-Type: application/json`, and the spec's envelope
 /// `{"errors":[{"code","message",...}]}` whose first code is `code`. Returns the envelope.
