@@ -92,7 +92,7 @@ Development (put something else in the "pinfold" slot, e.g. while Pinfold's serv
 
 Exit: 0 run completed (regardless of PASS/FAIL), 1 a target failed and --strict, 2 error.
 Needs: curl jq wrk hey nginx docker-registry openssl (+ cargo unless --no-build).
-A full run takes about 8-9 minutes plus the build and needs about 8 GiB free in /tmp (bench/README.md).
+A full run takes about 5-6 minutes plus the build and needs about 8 GiB free in /tmp (bench/README.md).
 EOF
 }
 
