@@ -8,11 +8,13 @@
 #![warn(missing_docs)]
 
 mod digest;
+mod image_ref;
 mod manifest;
 pub mod media_type;
 mod name;
 
 pub use digest::{Digest, DigestAlgorithm, DigestError, Digester};
+pub use image_ref::{ImageRefError, ImageReference, DEFAULT_REGISTRY, DEFAULT_TAG};
 pub use manifest::{
     Descriptor, Manifest, ManifestError, ManifestKind, Platform, MAX_MANIFEST_BYTES,
 };
