@@ -16,7 +16,6 @@ use pinfold_store::{BlobFile, BlobStore};
 
 pub use cache::ManifestCache;
 pub use manifests::{ManifestBody, PushedManifest};
-pub use uploads::UploadOutcome;
 
 use crate::v2::error::{ErrorCode, OciError};
 

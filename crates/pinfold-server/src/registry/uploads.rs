@@ -8,15 +8,6 @@ use pinfold_store::{StoreError, UploadId};
 use super::Registry;
 use crate::v2::error::{ErrorCode, OciError};
 
-/// How a `POST /blobs/uploads/` ended.
-#[derive(Debug)]
-pub enum UploadOutcome {
-    /// The blob is in the repository (mounted, or uploaded in one request).
-    Created(Digest),
-    /// A session was opened; the client sends the bytes next.
-    Started(UploadId),
-}
-
 impl Registry {
     fn upload_unknown(id: &str) -> OciError {
         OciError::new(ErrorCode::BlobUploadUnknown).detail(format!("upload {id} is unknown"))
