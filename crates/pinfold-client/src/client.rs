@@ -1,0 +1,790 @@
+//! [`RegistryClient`]: requests, authentication retries and the checks on what comes back.
+//!
+//! Every request goes through [`RegistryClient::send`]: it attaches what it already knows
+//! (a cached bearer token for the scope, or Basic credentials once the registry asked for
+//! Basic), and on a 401 reads the challenge, gets what it asks for and retries exactly once.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pinfold_oci::{media_type, Digest, Digester, Reference, RepoName, Tag, MAX_MANIFEST_BYTES};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LINK, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+
+use crate::blob::BlobStream;
+use crate::challenge::{parse_www_authenticate, Challenge};
+use crate::credentials::{Credentials, DockerConfig};
+use crate::error::{parse_envelope, ClientError};
+use crate::token::{Token, TokenCache, TokenResponse};
+
+/// The header registries use to name the digest of what they serve.
+const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+
+/// Error bodies are read only this far: enough for any OCI error envelope.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A token answer larger than this is not a token.
+const MAX_TOKEN_BODY: usize = 1024 * 1024;
+
+/// One page of `tags/list`; a page of 10k 128-character tags fits.
+const MAX_TAGS_PAGE_BODY: usize = 8 * 1024 * 1024;
+
+/// Redirects followed on one request (blob GETs are redirected to storage once, normally).
+const MAX_REDIRECTS: usize = 5;
+
+/// How a [`RegistryClient`] connects. `Default` is what the mirror and CLI use.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Use plain `http://` even for a non-loopback host. Default `false` (loopback hosts,
+    /// `localhost` and `127.0.0.0/8`, always use plain HTTP, like Docker's default insecure
+    /// registry range).
+    pub insecure: bool,
+    /// Time allowed to establish a connection. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response body or waiting for headers. Default 30 s.
+    pub read_timeout: Duration,
+    /// Time allowed for a whole non-streaming request (manifest, token, tag page). Default 60 s.
+    pub request_timeout: Duration,
+    /// Page size asked for in `tags/list` (`n`); `None` leaves it to the registry. Default `None`.
+    pub tag_page_size: Option<usize>,
+    /// Most `tags/list` pages followed before giving up. Default 1000.
+    pub max_tag_pages: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            insecure: false,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            tag_page_size: None,
+            max_tag_pages: 1000,
+        }
+    }
+}
+
+/// What a `HEAD` on a manifest tells: enough to decide whether to fetch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    /// The manifest's digest (`Docker-Content-Digest`, or the digest asked for).
+    pub digest: Digest,
+    /// The media type the registry would serve (`Content-Type`, parameters stripped).
+    pub media_type: String,
+    /// The manifest's size in bytes.
+    pub size: u64,
+}
+
+/// A manifest exactly as the registry served it, its digest verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedManifest {
+    /// The bytes, unchanged: their digest is `digest`.
+    pub bytes: Bytes,
+    /// One of the four manifest media types (parameters stripped).
+    pub media_type: String,
+    /// The digest of `bytes`, which equals `Docker-Content-Digest` when the registry sent one
+    /// and the requested digest when fetched by digest.
+    pub digest: Digest,
+}
+
+/// What to put in the `Authorization` header.
+enum Auth {
+    Bearer(Token),
+    Basic,
+}
+
+/// A client for one registry host. Cheap to share (`&self` methods); the token cache is shared
+/// by all requests.
+pub struct RegistryClient {
+    http: reqwest::Client,
+    registry: String,
+    base: Url,
+    credentials: Option<Credentials>,
+    tokens: TokenCache,
+    /// Set once the registry answered a Basic challenge: from then on credentials are sent
+    /// up front instead of paying a 401 round trip per request.
+    basic: AtomicBool,
+    config: ClientConfig,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("registry", &self.registry)
+            .field("base", &self.base.as_str())
+            .field("credentials", &self.credentials)
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `localhost` and `127.0.0.0/8` (and `::1`): where plain HTTP is the norm, as in Docker's
+/// default insecure-registry range.
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host_str() {
+        Some(h) => {
+            h.eq_ignore_ascii_case("localhost")
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+impl RegistryClient {
+    /// A client for `registry` (`host` or `host:port`, as in an image reference; `docker.io`
+    /// means Docker Hub's API host), anonymous until [`with_credentials`](Self::with_credentials).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidRegistry`] when `registry` is not a bare host and port;
+    /// [`ClientError::Transport`] when the HTTP client cannot be built (TLS roots).
+    pub fn new(registry: &str, config: ClientConfig) -> Result<RegistryClient, ClientError> {
+        let invalid = || ClientError::InvalidRegistry(registry.to_owned());
+        if registry.is_empty() || registry.contains(['/', '@', '?', '#', ' ']) {
+            return Err(invalid());
+        }
+        let api_host = if registry == pinfold_oci::DEFAULT_REGISTRY {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        let mut base = Url::parse(&format!("https://{api_host}/")).map_err(|_| invalid())?;
+        if config.insecure || is_loopback_host(&base) {
+            base = Url::parse(&format!("http://{api_host}/")).map_err(|_| invalid())?;
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            // reqwest drops Authorization (and cookies) when a redirect leaves the host, so
+            // blob-storage redirects never see registry credentials; tested in tests/it.
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .user_agent(concat!("pinfold/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(RegistryClient {
+            http,
+            registry: registry.to_owned(),
+            base,
+            credentials: None,
+            tokens: TokenCache::default(),
+            basic: AtomicBool::new(false),
+            config,
+        })
+    }
+
+    /// Uses `credentials` for Basic authentication and for the token endpoint.
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> RegistryClient {
+        self.credentials = credentials;
+        self
+    }
+
+    /// A client for `registry` with the credentials the Docker CLI would use for it
+    /// ([`DockerConfig::from_env`]); anonymous when there are none.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new) and [`DockerConfig::credentials_for`].
+    pub async fn from_docker_config(
+        registry: &str,
+        config: ClientConfig,
+    ) -> Result<RegistryClient, ClientError> {
+        let client = RegistryClient::new(registry, config)?;
+        let credentials = match DockerConfig::from_env() {
+            Some(docker) => docker.credentials_for(registry).await?,
+            None => None,
+        };
+        Ok(client.with_credentials(credentials))
+    }
+
+    /// The registry as named to [`new`](Self::new).
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The base URL requests go to (`https://ghcr.io/`, `http://127.0.0.1:5000/`).
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// Checks that the registry speaks the distribution API and accepts our credentials:
+    /// `GET /v2/`, authenticating if challenged.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unauthorized`] when credentials are refused, the status errors of
+    /// [`ClientError`] otherwise.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let url = self.url("v2/")?;
+        let resp = self
+            .send(Method::GET, url, "", HeaderMap::new(), true)
+            .await?;
+        self.check(resp, "/v2/").await.map(drop)
+    }
+
+    /// `HEAD` of a manifest with the given `Accept` media types.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`] for an unknown repository or manifest;
+    /// [`ClientError::DigestMismatch`] when asked by digest and the registry names another;
+    /// [`ClientError::InvalidResponse`] when the answer lacks a digest (by tag) or a size.
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<ManifestHead, ClientError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, accept_header(accept)?);
+        let resp = self
+            .send(Method::HEAD, url, &pull_scope(repo), headers, true)
+            .await?;
+        let resp = self.check(resp, &format!("{repo}:{reference}")).await?;
+        let media_type = header_str(&resp, CONTENT_TYPE.as_str())
+            .map(media_type::essence)
+            .unwrap_or_default();
+        let size = content_length(&resp).ok_or_else(|| {
+            ClientError::InvalidResponse("manifest HEAD without Content-Length".into())
+        })?;
+        let announced = announced_digest(&resp)?;
+        let digest = match (reference, announced) {
+            (Reference::Digest(asked), Some(got)) if *asked != got => {
+                return Err(ClientError::DigestMismatch {
+                    expected: asked.clone(),
+                    actual: got,
+                })
+            }
+            (_, Some(got)) => got,
+            (Reference::Digest(asked), None) => asked.clone(),
+            (Reference::Tag(_), None) => {
+                return Err(ClientError::InvalidResponse(
+                    "manifest HEAD without Docker-Content-Digest".into(),
+                ))
+            }
+        };
+        Ok(ManifestHead {
+            digest,
+            media_type,
+            size,
+        })
+    }
+
+    /// `GET` of a manifest, accepting the four manifest media types. The bytes are returned
+    /// only once their digest matches `Docker-Content-Digest` (when sent) and the requested
+    /// digest (when fetched by digest).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`]; [`ClientError::DigestMismatch`] (nothing is returned);
+    /// [`ClientError::ManifestTooLarge`] past 4 MiB; [`ClientError::UnsupportedMediaType`] when
+    /// the `Content-Type` is not a manifest type Pinfold stores.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<FetchedManifest, ClientError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, accept_header(&media_type::MANIFEST_TYPES)?);
+        let resp = self
+            .send(Method::GET, url, &pull_scope(repo), headers, true)
+            .await?;
+        let resp = self.check(resp, &format!("{repo}:{reference}")).await?;
+        let media_type = header_str(&resp, CONTENT_TYPE.as_str())
+            .map(media_type::essence)
+            .unwrap_or_default();
+        if !media_type::MANIFEST_TYPES.contains(&media_type.as_str()) {
+            return Err(ClientError::UnsupportedMediaType(media_type));
+        }
+        let announced = announced_digest(&resp)?;
+        let bytes =
+            read_limited(resp, MAX_MANIFEST_BYTES)
+                .await?
+                .ok_or(ClientError::ManifestTooLarge {
+                    limit: MAX_MANIFEST_BYTES,
+                })?;
+        // Hash with the algorithm of the digest we will compare against.
+        let mut expected = Vec::new();
+        if let Some(d) = announced {
+            expected.push(d);
+        }
+        if let Reference::Digest(d) = reference {
+            expected.push(d.clone());
+        }
+        let mut digest = None;
+        for want in expected {
+            let mut digester = Digester::new(want.algorithm());
+            digester.update(&bytes);
+            let actual = digester.finalize();
+            if actual != want {
+                return Err(ClientError::DigestMismatch {
+                    expected: want,
+                    actual,
+                });
+            }
+            digest = Some(actual);
+        }
+        let digest = digest.unwrap_or_else(|| Digest::sha256(&bytes));
+        Ok(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// `GET` of a blob as a stream that verifies `digest` and the announced size as it goes
+    /// and yields an error as its last item on mismatch (see [`BlobStream`]). Redirects to
+    /// blob storage are followed without the registry's `Authorization` header.
+    ///
+    /// # Errors
+    ///
+    /// Before streaming: [`ClientError::NotFound`] and the other status errors. While
+    /// streaming: [`ClientError::DigestMismatch`], [`ClientError::SizeMismatch`],
+    /// [`ClientError::Transport`] (including the idle-read timeout).
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobStream, ClientError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        // No whole-request timeout: a large layer may take long; the idle-read timeout bounds it.
+        let resp = self
+            .send(Method::GET, url, &pull_scope(repo), HeaderMap::new(), false)
+            .await?;
+        let resp = self.check(resp, &format!("{repo}@{digest}")).await?;
+        let size = content_length(&resp);
+        Ok(BlobStream::verify(
+            resp.bytes_stream(),
+            digest.clone(),
+            size,
+        ))
+    }
+
+    /// The size of a blob, from a `HEAD` request.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`]; [`ClientError::InvalidResponse`] without `Content-Length`.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ClientError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let resp = self
+            .send(Method::HEAD, url, &pull_scope(repo), HeaderMap::new(), true)
+            .await?;
+        let resp = self.check(resp, &format!("{repo}@{digest}")).await?;
+        content_length(&resp)
+            .ok_or_else(|| ClientError::InvalidResponse("blob HEAD without Content-Length".into()))
+    }
+
+    /// All tags of `repo`, following `Link: <…>; rel="next"` pagination for at most
+    /// [`ClientConfig::max_tag_pages`] pages.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`] for an unknown repository; [`ClientError::TooManyPages`];
+    /// [`ClientError::InvalidResponse`] for a body that is not a tag list or holds an invalid tag.
+    pub async fn tags(&self, repo: &RepoName) -> Result<Vec<Tag>, ClientError> {
+        #[derive(Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let mut url = self.url(&format!("v2/{repo}/tags/list"))?;
+        if let Some(n) = self.config.tag_page_size {
+            url.query_pairs_mut().append_pair("n", &n.to_string());
+        }
+        let mut out = Vec::new();
+        for _ in 0..self.config.max_tag_pages {
+            let resp = self
+                .send(
+                    Method::GET,
+                    url.clone(),
+                    &pull_scope(repo),
+                    HeaderMap::new(),
+                    true,
+                )
+                .await?;
+            let resp = self.check(resp, repo.as_str()).await?;
+            let next = next_link(&resp, &url)?;
+            let body = read_limited(resp, MAX_TAGS_PAGE_BODY)
+                .await?
+                .ok_or_else(|| ClientError::InvalidResponse("tags page too large".into()))?;
+            let page: TagList = serde_json::from_slice(&body)
+                .map_err(|e| ClientError::InvalidResponse(format!("tag list: {e}")))?;
+            for tag in page.tags.unwrap_or_default() {
+                out.push(
+                    tag.parse().map_err(|_| {
+                        ClientError::InvalidResponse(format!("invalid tag {tag:?}"))
+                    })?,
+                );
+            }
+            match next {
+                Some(n) => url = n,
+                None => return Ok(out),
+            }
+        }
+        Err(ClientError::TooManyPages {
+            limit: self.config.max_tag_pages,
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ClientError> {
+        self.base
+            .join(path)
+            .map_err(|_| ClientError::InvalidRegistry(self.registry.clone()))
+    }
+
+    fn request(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        auth: Option<&Auth>,
+        bounded: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .headers(headers.clone());
+        if bounded {
+            req = req.timeout(self.config.request_timeout);
+        }
+        match (auth, &self.credentials) {
+            (Some(Auth::Bearer(t)), _) => req.bearer_auth(t.as_str()),
+            (Some(Auth::Basic), Some(c)) => req.basic_auth(c.username(), Some(c.password())),
+            _ => req,
+        }
+    }
+
+    /// Sends one request, authenticating and retrying once on a 401 (see the module doc).
+    /// `scope` is the token scope the request needs and the token cache key.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        scope: &str,
+        headers: HeaderMap,
+        bounded: bool,
+    ) -> Result<reqwest::Response, ClientError> {
+        let known = match self.tokens.get(scope, Instant::now()) {
+            Some(t) => Some(Auth::Bearer(t)),
+            None if self.basic.load(Ordering::Relaxed) && self.credentials.is_some() => {
+                Some(Auth::Basic)
+            }
+            None => None,
+        };
+        tracing::debug!(%method, %url, "registry request");
+        let resp = self
+            .request(&method, &url, &headers, known.as_ref(), bounded)
+            .send()
+            .await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        if matches!(known, Some(Auth::Bearer(_))) {
+            self.tokens.remove(scope);
+        }
+        let challenges = resp
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(parse_www_authenticate)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ClientError::BadChallenge)?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        let auth = if let Some(bearer) = challenges.iter().find(|c| c.is("bearer")) {
+            let (token, ttl) = self.fetch_token(bearer, scope).await?;
+            self.tokens.put(scope, token.clone(), ttl, Instant::now());
+            Auth::Bearer(token)
+        } else if challenges.iter().any(|c| c.is("basic"))
+            && self.credentials.is_some()
+            && !matches!(known, Some(Auth::Basic))
+        {
+            self.basic.store(true, Ordering::Relaxed);
+            Auth::Basic
+        } else {
+            return Err(self.unauthorized());
+        };
+        let retry = self
+            .request(&method, &url, &headers, Some(&auth), bounded)
+            .send()
+            .await?;
+        if retry.status() == StatusCode::UNAUTHORIZED {
+            if let Auth::Bearer(_) = auth {
+                self.tokens.remove(scope);
+            }
+            return Err(self.unauthorized());
+        }
+        Ok(retry)
+    }
+
+    fn unauthorized(&self) -> ClientError {
+        ClientError::Unauthorized {
+            registry: self.registry.clone(),
+        }
+    }
+
+    /// Asks the challenge's realm for a token: `GET realm?service=..&scope=..`, with Basic
+    /// credentials when we have them and the realm is safe to send them to.
+    async fn fetch_token(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<(Token, std::time::Duration), ClientError> {
+        let realm_text = challenge
+            .param("realm")
+            .ok_or_else(|| ClientError::BadChallenge("Bearer challenge without realm".into()))?;
+        let fail = |reason: String| ClientError::TokenEndpoint {
+            realm: realm_text.to_owned(),
+            reason,
+        };
+        let mut realm =
+            Url::parse(realm_text).map_err(|e| fail(format!("invalid realm URL: {e}")))?;
+        let https = realm.scheme() == "https";
+        if !https && realm.scheme() != "http" {
+            return Err(fail("realm is neither http nor https".into()));
+        }
+        {
+            let mut query = realm.query_pairs_mut();
+            if let Some(service) = challenge.param("service") {
+                query.append_pair("service", service);
+            }
+            // The challenge names the scope the registry wants; ours is the fallback.
+            match challenge.param("scope") {
+                Some(s) => {
+                    // Several scopes are space-separated; each is its own parameter.
+                    for one in s.split(' ').filter(|x| !x.is_empty()) {
+                        query.append_pair("scope", one);
+                    }
+                }
+                None if !scope.is_empty() => {
+                    query.append_pair("scope", scope);
+                }
+                None => {}
+            }
+        }
+        let mut req = self
+            .http
+            .get(realm.clone())
+            .timeout(self.config.request_timeout);
+        // Credentials go to an https realm, or a plain-http one only where the registry itself
+        // is plain HTTP (loopback or configured insecure): never downgraded by a challenge.
+        if let Some(c) = &self.credentials {
+            if https || self.base.scheme() == "http" {
+                req = req.basic_auth(c.username(), Some(c.password()));
+            }
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(self.unauthorized());
+        }
+        if !status.is_success() {
+            return Err(fail(format!("status {status}")));
+        }
+        let body = read_limited(resp, MAX_TOKEN_BODY)
+            .await?
+            .ok_or_else(|| fail("answer too large".into()))?;
+        let answer: TokenResponse =
+            serde_json::from_slice(&body).map_err(|_| fail("answer is not token JSON".into()))?;
+        answer
+            .into_token()
+            .ok_or_else(|| fail("answer holds no token".into()))
+    }
+
+    /// Passes a successful response through; turns any other into the matching error.
+    async fn check(
+        &self,
+        resp: reqwest::Response,
+        what: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = header_str(&resp, RETRY_AFTER.as_str())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = read_limited(resp, MAX_ERROR_BODY)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let (code, message) = parse_envelope(&body);
+        Err(match status {
+            StatusCode::UNAUTHORIZED => self.unauthorized(),
+            StatusCode::NOT_FOUND => ClientError::NotFound {
+                what: what.to_owned(),
+                code,
+            },
+            StatusCode::TOO_MANY_REQUESTS => ClientError::TooManyRequests { retry_after },
+            _ => ClientError::Upstream {
+                status: status.as_u16(),
+                code,
+                message,
+            },
+        })
+    }
+}
+
+fn pull_scope(repo: &RepoName) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn accept_header(types: &[&str]) -> Result<HeaderValue, ClientError> {
+    HeaderValue::from_str(&types.join(", "))
+        .map_err(|_| ClientError::InvalidResponse("Accept value is not a valid header".into()))
+}
+
+fn header_str<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `Content-Length` from the headers (reqwest's `content_length()` is the body hint, which is
+/// `0` for HEAD answers).
+fn content_length(resp: &reqwest::Response) -> Option<u64> {
+    header_str(resp, CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse().ok())
+}
+
+fn announced_digest(resp: &reqwest::Response) -> Result<Option<Digest>, ClientError> {
+    match header_str(resp, DOCKER_CONTENT_DIGEST) {
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(ClientError::InvalidDigestHeader),
+        None => Ok(None),
+    }
+}
+
+/// Reads the body, or `None` as soon as it passes `limit` bytes (the rest is not read).
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Bytes>, ClientError> {
+    if content_length(&resp).is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(out)))
+}
+
+/// The `rel="next"` target of a `Link` header, resolved against the page's URL
+/// (distribution sends a path-only `</v2/…?last=..&n=..>`).
+fn next_link(resp: &reqwest::Response, current: &Url) -> Result<Option<Url>, ClientError> {
+    let Some(link) = header_str(resp, LINK.as_str()) else {
+        return Ok(None);
+    };
+    parse_next_link(link, current)
+}
+
+fn parse_next_link(link: &str, current: &Url) -> Result<Option<Url>, ClientError> {
+    let bad = || ClientError::InvalidResponse(format!("bad Link header {link:?}"));
+    for part in link.split(',') {
+        let part = part.trim();
+        let Some(rest) = part.strip_prefix('<') else {
+            return Err(bad());
+        };
+        let (target, params) = rest.split_once('>').ok_or_else(bad)?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().replace(' ', "");
+            p.eq_ignore_ascii_case("rel=\"next\"") || p.eq_ignore_ascii_case("rel=next")
+        });
+        if is_next {
+            let next = current.join(target).map_err(|_| bad())?;
+            // Pagination must stay on the registry: a Link elsewhere would leak our token.
+            if next.origin() != current.origin() {
+                return Err(bad());
+            }
+            return Ok(Some(next));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_and_schemes() {
+        let cases = [
+            ("ghcr.io", false, "https://ghcr.io/"),
+            ("docker.io", false, "https://registry-1.docker.io/"),
+            ("127.0.0.1:5000", false, "http://127.0.0.1:5000/"),
+            ("127.1.2.3:5000", false, "http://127.1.2.3:5000/"),
+            ("localhost:5000", false, "http://localhost:5000/"),
+            ("[::1]:5000", false, "http://[::1]:5000/"),
+            ("registry.lan:5000", true, "http://registry.lan:5000/"),
+            ("10.0.0.1:5000", false, "https://10.0.0.1:5000/"),
+        ];
+        for (registry, insecure, want) in cases {
+            let config = ClientConfig {
+                insecure,
+                ..ClientConfig::default()
+            };
+            let c = RegistryClient::new(registry, config).unwrap();
+            assert_eq!(c.base_url().as_str(), want, "{registry}");
+        }
+        for bad in ["", "ghcr.io/x", "user@ghcr.io", "a b"] {
+            assert!(
+                matches!(
+                    RegistryClient::new(bad, ClientConfig::default()),
+                    Err(ClientError::InvalidRegistry(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn link_headers() {
+        let cur = Url::parse("http://127.0.0.1:5000/v2/a/tags/list?n=2").unwrap();
+        let next = parse_next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#, &cur)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            next.as_str(),
+            "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2"
+        );
+        let abs = parse_next_link(
+            r#"<http://127.0.0.1:5000/v2/a/tags/list?last=c>; rel=next"#,
+            &cur,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(abs.query(), Some("last=c"));
+        assert!(parse_next_link(r#"</x>; rel="prev""#, &cur)
+            .unwrap()
+            .is_none());
+        assert!(
+            parse_next_link(r#"<http://evil.example/v2/a/tags/list>; rel="next""#, &cur).is_err()
+        );
+        assert!(parse_next_link("garbage", &cur).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let c = RegistryClient::new("ghcr.io", ClientConfig::default())
+            .unwrap()
+            .with_credentials(Some(Credentials::new("u", "hunter2")));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
