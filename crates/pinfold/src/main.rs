@@ -38,6 +38,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Check Dockerfiles for non-deterministic builds (unpinned images and packages, curl | sh,
+    /// bash-only syntax under /bin/sh, ...).
+    ///
+    /// Exit codes: 0 no finding at or above --fail-level; 1 findings; 2 unreadable file or
+    /// syntax error.
+    Lint(cmd::lint::LintArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,5 +78,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(cmd::serve::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lint(args) => cmd::lint::run(args),
     }
 }
