@@ -25,17 +25,22 @@ pub const PASSWORD: &str = "correct horse";
 impl DockerRegistry {
     /// An anonymous registry.
     pub fn start() -> DockerRegistry {
-        Self::start_with(false)
+        Self::start_with(false, "")
     }
 
     /// A registry that requires HTTP Basic credentials ([`USER`], [`PASSWORD`]).
     pub fn start_with_htpasswd() -> DockerRegistry {
-        Self::start_with(true)
+        Self::start_with(true, "")
     }
 
-    fn start_with(htpasswd: bool) -> DockerRegistry {
+    /// A registry whose configuration ends with `auth_yaml` (a top-level `auth:` section).
+    pub fn start_with_auth(auth_yaml: &str) -> DockerRegistry {
+        Self::start_with(false, auth_yaml)
+    }
+
+    fn start_with(htpasswd: bool, auth_yaml: &str) -> DockerRegistry {
         let mut dir = tempfile::tempdir().unwrap();
-        let mut auth = String::new();
+        let mut auth = auth_yaml.to_owned();
         if htpasswd {
             // distribution's htpasswd backend accepts bcrypt only; cost 4 keeps tests fast.
             let hash = bcrypt::hash(PASSWORD, 4).unwrap();
@@ -138,6 +143,7 @@ impl DockerRegistry {
             http: reqwest::Client::new(),
             base: format!("http://{}", self.addr),
             credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            bearer: None,
         }
     }
 }
@@ -155,13 +161,21 @@ pub struct Pusher {
     http: reqwest::Client,
     base: String,
     credentials: Option<(String, String)>,
+    bearer: Option<String>,
 }
 
 impl Pusher {
+    /// Sends `token` as a bearer token instead of Basic credentials.
+    pub fn with_bearer(mut self, token: String) -> Pusher {
+        self.bearer = Some(token);
+        self
+    }
+
     fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.credentials {
-            Some((u, p)) => req.basic_auth(u, Some(p)),
-            None => req,
+        match (&self.bearer, &self.credentials) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, Some((u, p))) => req.basic_auth(u, Some(p)),
+            (None, None) => req,
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod basic_auth;
 mod harness;
+mod jwt_realm;
 mod pull;
 mod redirect;
 mod tags;

@@ -1,6 +1,7 @@
 //! The Docker token flow against an axum app that plays registry and realm: it answers 401
-//! with a Bearer challenge, issues opaque tokens, and counts how often it was asked. (A
-//! JWT-signing realm in front of docker-registry's `auth: token` is not built yet.)
+//! with a Bearer challenge, issues opaque tokens, and counts how often it was asked. Here the
+//! realm's behaviour is under the test's control (lifetimes, `access_token`, refusals);
+//! `jwt_realm.rs` runs the same flow against docker-registry itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
