@@ -501,10 +501,12 @@ fn env_pairs(args: &str, escape: char) -> Result<Vec<(String, String)>, ParseErr
         });
     };
     if !first.contains('=') {
-        let value = args.trim_start()[first.len().min(args.trim_start().len())..]
-            .trim()
-            .to_string();
-        return Ok(vec![(first.clone(), value)]);
+        // Legacy `ENV key the value`: the key has no blanks, the value is the rest as written.
+        let value = args
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, v)| v.trim());
+        return Ok(vec![(first.clone(), value.to_string())]);
     }
     Ok(words
         .into_iter()

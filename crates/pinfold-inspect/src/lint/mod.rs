@@ -1,9 +1,30 @@
-//! Determinism rules over a parsed [`Dockerfile`](crate::dockerfile::Dockerfile): things that
+//! Determinism rules over a parsed [`crate::dockerfile::Dockerfile`]: things that
 //! make two builds of the same file produce different images, or images that break at runtime.
 //!
-//! Every rule has a stable ID (`PF001`…), a default severity, a message and a fix hint; see
+//! Every rule has a stable ID, a default severity, a message and a fix hint; see
 //! [`RuleId::ALL`]. [`lint`] runs all enabled rules; [`report`] renders findings as JSON or
 //! SARIF 2.1.0.
+//!
+//! | ID    | Severity | Finds |
+//! |-------|----------|-------|
+//! | PF001 | warning  | base image (or `COPY --from` image) with `latest` or no tag |
+//! | PF002 | warning  | base image not pinned by digest (or depending on an `ARG` without default) |
+//! | PF003 | warning  | `apt-get upgrade`/`dist-upgrade`/`full-upgrade`, `apk upgrade` |
+//! | PF004 | warning  | `apt-get`/`apt install` of names without `=version` |
+//! | PF005 | warning  | `apk add` of names without `=version` |
+//! | PF006 | warning  | `pip install` of names without `==` (unless `--require-hashes`) |
+//! | PF007 | warning  | `npm`/`yarn`/`pnpm install` of names without `@version` |
+//! | PF008 | warning  | `gem install` without `-v` or `name:version` |
+//! | PF009 | warning  | `ADD http(s)://…` without `--checksum` |
+//! | PF010 | warning  | `curl`/`wget` piped into a shell, `sh -c "$(curl …)"`, `bash <(curl …)` |
+//! | PF011 | error    | bash-only syntax (`[[`, `source`, arrays, brace expansion, `function`, `$'…'`, `==` in `[ ]`, `&>`) in shell form run by `/bin/sh` |
+//! | PF012 | error    | a literal `\n` outside quotes in shell form (story 3's `for … do\n\`) |
+//! | PF013 | error    | base image registry outside `--allow-registry` (off without a list) |
+//! | PF014 | warning  | final image runs `date`/cron but sets no timezone (`ENV TZ`, tzdata, `/etc/localtime`) |
+//!
+//! Package rules look at `RUN` only (the build); the shell rules also check shell-form `CMD` and
+//! `ENTRYPOINT`, and `RUN <<EOF` heredoc scripts (a `#!` line picks their shell). The `SHELL` in
+//! effect is tracked per stage and inherited by `FROM <earlier stage>`.
 
 pub mod report;
 mod rules;

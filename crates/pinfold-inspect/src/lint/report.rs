@@ -14,21 +14,29 @@ pub struct FileFindings<'a> {
     pub findings: &'a [Finding],
 }
 
-/// One finding as JSON: `{id, severity, file, line, column, message, hint}`.
-#[derive(Debug, Serialize)]
-struct JsonFinding<'a> {
-    id: &'static str,
-    severity: Severity,
-    file: &'a str,
-    line: usize,
-    column: usize,
-    message: &'a str,
-    hint: &'a str,
+/// One finding as JSON, fields in this order: `{id, severity, file, line, column, message,
+/// hint}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JsonFinding<'a> {
+    /// Rule ID (`PF002`).
+    pub id: &'static str,
+    /// `error`, `warning` or `info`.
+    pub severity: Severity,
+    /// The file as named by the user.
+    pub file: &'a str,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: &'a str,
+    /// How to fix it.
+    pub hint: &'a str,
 }
 
-/// All findings as one JSON array, in file order.
-pub fn to_json(files: &[FileFindings<'_>]) -> Value {
-    let all: Vec<JsonFinding<'_>> = files
+/// All findings as one list (serialize it for the JSON array), in file order.
+pub fn to_json<'a>(files: &[FileFindings<'a>]) -> Vec<JsonFinding<'a>> {
+    files
         .iter()
         .flat_map(|f| {
             f.findings.iter().map(|x| JsonFinding {
@@ -41,8 +49,7 @@ pub fn to_json(files: &[FileFindings<'_>]) -> Value {
                 hint: &x.hint,
             })
         })
-        .collect();
-    serde_json::to_value(all).unwrap_or(Value::Array(Vec::new()))
+        .collect()
 }
 
 fn sarif_level(s: Severity) -> &'static str {
@@ -121,10 +128,11 @@ mod tests {
     #[test]
     fn json_has_the_fields() {
         let f = [finding()];
-        let v = to_json(&[FileFindings {
+        let v = serde_json::to_value(to_json(&[FileFindings {
             file: "Dockerfile",
             findings: &f,
-        }]);
+        }]))
+        .unwrap();
         assert_eq!(v[0]["id"], "PF002");
         assert_eq!(v[0]["severity"], "warning");
         assert_eq!(v[0]["file"], "Dockerfile");

@@ -88,8 +88,11 @@ pub(super) fn run(df: &Dockerfile, options: &LintOptions) -> Vec<Finding> {
             let kind = shell_kind(shell.first().map(String::as_str).unwrap_or("/bin/sh"));
             match &ins.body {
                 Body::Shell(argv) => shell = argv.clone(),
-                Body::Files { sources, .. } if ins.keyword == Keyword::Add => {
-                    add_url(&mut cx, ins, sources)
+                Body::Files { sources, .. } => {
+                    if ins.keyword == Keyword::Add {
+                        add_url(&mut cx, ins, sources);
+                    }
+                    copy_from_rules(&mut cx, df, ins);
                 }
                 Body::Command(cmd) => {
                     for script in scripts(ins, cmd, kind) {
@@ -173,9 +176,37 @@ fn base_image_rules(cx: &mut Ctx<'_>, stage: &Stage, from: &Instruction) {
     else {
         return; // scratch or an earlier stage: nothing to pin
     };
-    let at = locate(from, written);
+    image_rules(cx, from, "base image", written, reference, unresolved);
+}
+
+/// `COPY --from=<image>` names an image unless it is an earlier stage or a stage index.
+fn copy_from_rules(cx: &mut Ctx<'_>, df: &Dockerfile, ins: &Instruction) {
+    let Some(from) = ins.flag("from") else {
+        return;
+    };
+    let lower = from.to_ascii_lowercase();
+    let is_stage = from.chars().all(|c| c.is_ascii_digit())
+        || df
+            .stages
+            .iter()
+            .any(|s| s.name.as_deref() == Some(lower.as_str()));
+    if is_stage || from.contains('$') || from.is_empty() {
+        return;
+    }
+    image_rules(cx, ins, "image in COPY --from", from, from, &[]);
+}
+
+fn image_rules(
+    cx: &mut Ctx<'_>,
+    ins: &Instruction,
+    what: &str,
+    written: &str,
+    reference: &str,
+    unresolved: &[String],
+) {
+    let at = locate(ins, written);
     let shown = if reference == written {
-        reference.clone()
+        reference.to_string()
     } else {
         format!("{reference} (from {written})")
     };
@@ -184,7 +215,7 @@ fn base_image_rules(cx: &mut Ctx<'_>, stage: &Stage, from: &Instruction) {
             RuleId::NotPinned,
             at,
             format!(
-                "base image {written} depends on build argument(s) {} without a default, so it cannot be pinned",
+                "{what} {written} depends on build argument(s) {} without a default, so it cannot be pinned",
                 unresolved.join(", ")
             ),
             Some("give the ARG before FROM a default that names a digest: ARG BASE=name:tag@sha256:...".into()),
@@ -193,7 +224,7 @@ fn base_image_rules(cx: &mut Ctx<'_>, stage: &Stage, from: &Instruction) {
     }
     let (name, digest) = match reference.split_once('@') {
         Some((n, d)) => (n, Some(d)),
-        None => (reference.as_str(), None),
+        None => (reference, None),
     };
     let last = name.rsplit('/').next().unwrap_or(name);
     let tag = last.split_once(':').map(|(_, t)| t);
@@ -202,13 +233,13 @@ fn base_image_rules(cx: &mut Ctx<'_>, stage: &Stage, from: &Instruction) {
             None => cx.push(
                 RuleId::LatestTag,
                 at,
-                format!("base image {shown} has no tag, so it means `latest`"),
+                format!("{what} {shown} has no tag, so it means `latest`"),
                 None,
             ),
             Some("latest") => cx.push(
                 RuleId::LatestTag,
                 at,
-                format!("base image {shown} uses the `latest` tag"),
+                format!("{what} {shown} uses the `latest` tag"),
                 None,
             ),
             Some(_) => {}
@@ -216,7 +247,7 @@ fn base_image_rules(cx: &mut Ctx<'_>, stage: &Stage, from: &Instruction) {
         cx.push(
             RuleId::NotPinned,
             at,
-            format!("base image {shown} is not pinned by digest"),
+            format!("{what} {shown} is not pinned by digest"),
             None,
         );
     }
@@ -237,7 +268,7 @@ fn base_image_rules(cx: &mut Ctx<'_>, stage: &Stage, from: &Instruction) {
                     RuleId::RegistryNotAllowed,
                     at,
                     format!(
-                        "base image {shown} comes from {registry}, which is not in the allow-list ({})",
+                        "{what} {shown} comes from {registry}, which is not in the allow-list ({})",
                         cx.options.allow_registries.join(", ")
                     ),
                     None,
@@ -739,10 +770,16 @@ mod tests {
             ),
             (
                 NotPinned,
-                &["FROM ruby:3.3\n", "ARG BASE\nFROM $BASE\n", "ARG V=3.3\nFROM ruby:${V}\n"],
+                &[
+                    "FROM ruby:3.3\n",
+                    "ARG BASE\nFROM $BASE\n",
+                    "ARG V=3.3\nFROM ruby:${V}\n",
+                    "COPY --from=nginx:1.25 /etc/nginx /etc/nginx\n",
+                ],
                 &[
                     PINNED,
                     "FROM scratch\n",
+                    "FROM debian:12@sha256:0000000000000000000000000000000000000000000000000000000000000000 AS build\nFROM scratch\nCOPY --from=build /a /a\nCOPY --from=0 /b /b\n",
                     "ARG B=ruby@sha256:0000000000000000000000000000000000000000000000000000000000000000\nFROM ${B} AS build\nFROM build\n",
                 ],
             ),
@@ -893,6 +930,38 @@ mod tests {
             ..LintOptions::default()
         };
         assert_eq!(ids("FROM ruby:3.3\n", &options), vec![]);
+    }
+
+    /// Bad input never panics: every prefix of a Dockerfile full of edge cases (multi-byte
+    /// text, open quotes, heredocs, substitutions) either parses or is a located error.
+    #[test]
+    fn no_panic_on_any_prefix() {
+        let text = "# escape=\\\nARG B=\"rübÿ\"\nFROM ${B:-x}:${T} AS é\n\
+RUN <<-'E' a=(1 2) && echo $'\\t' {a,b} \"é\\n\" `x \\n` $(curl -s h | sh) <(wget x)\n\
+\tbody ü\n\tE\nENV \"é\" v ü\nENV k=\"v\nCOPY --from=é:1 [\"a\", \"b\"]\n\
+CMD [ \"$X\" == \"ü\" ] \\\n  && [[ x ]]\\n\nADD https://ü/x /y\nSHELL [\"pwsh\"]\nRUN ${x\n";
+        let options = LintOptions {
+            allow_registries: vec!["ghcr.io".into()],
+            ..LintOptions::default()
+        };
+        for (i, _) in text.char_indices() {
+            let _ = lint_source(&text[..i], &options);
+        }
+        for weird in [
+            "",
+            "\n\n",
+            "FROM",
+            "FROM a\nRUN \\",
+            "FROM a\nRUN <<",
+            "FROM a\nRUN <<\"",
+            "FROM a\nCMD [",
+            "FROM a\nRUN $(",
+            "FROM a\nRUN ${",
+            "FROM a\nRUN '",
+            "FROM a\nRUN \"\\",
+        ] {
+            let _ = lint_source(weird, &options);
+        }
     }
 
     /// Story 3 (shared/seeds/docker-runtime-and-dockerfile-quirks.txt): the naive deploy
