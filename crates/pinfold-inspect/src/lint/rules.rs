@@ -402,6 +402,45 @@ fn operands<'a>(words: &'a [String], with_value: &[&str]) -> Vec<&'a str> {
     out
 }
 
+/// A package name without its version specifier or extras (`uvicorn[standard]>=0.23` → `uvicorn`).
+fn bare(word: &str) -> &str {
+    let end = word
+        .find(['<', '>', '=', '!', '~', ';', '[', ' '])
+        .unwrap_or(word.len());
+    &word[..end]
+}
+
+/// Line and column of `needle` as a whole word after the first `anchor` (falling back to
+/// [`locate`]): `pip install --upgrade pip` points at the second `pip`.
+fn locate_word_after(ins: &Instruction, anchor: &str, needle: &str) -> (usize, usize) {
+    let mut seen_anchor = false;
+    let is_word = |c: Option<char>| {
+        c.is_some_and(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | ';' | '&' | '|'))
+    };
+    for (n, line) in ins.original.lines().enumerate() {
+        let mut from = 0;
+        if !seen_anchor {
+            match line.find(anchor) {
+                Some(p) => {
+                    seen_anchor = true;
+                    from = p + anchor.len();
+                }
+                None => continue,
+            }
+        }
+        let mut start = from;
+        while let Some(p) = line[start..].find(needle) {
+            let at = start + p;
+            let end = at + needle.len();
+            if !is_word(line[..at].chars().next_back()) && !is_word(line[end..].chars().next()) {
+                return (ins.span.start_line + n, line[..at].chars().count() + 1);
+            }
+            start = end;
+        }
+    }
+    locate(ins, needle)
+}
+
 /// A word that cannot be judged (a variable) or names a local file or URL.
 fn not_a_name(w: &str) -> bool {
     w.contains('$')
@@ -418,11 +457,12 @@ fn package_rules(cx: &mut Ctx<'_>, ins: &Instruction, cmd: &SimpleCommand) {
         if names.is_empty() {
             return;
         }
+        let (sub, first) = (manager.rsplit(' ').next().unwrap_or(manager), names[0]);
         cx.push(
             rule,
-            locate(ins, names[0]),
+            locate_word_after(ins, sub, first),
             format!(
-                "{manager} installs {} without a pinned version",
+                "`{manager}` of {} without a pinned version",
                 names.join(", ")
             ),
             Some(hint),
@@ -460,10 +500,16 @@ fn package_rules(cx: &mut Ctx<'_>, ins: &Instruction, cmd: &SimpleCommand) {
                         .collect();
                     let hint = format!(
                         "pin each package, e.g. {name} install -y {}=<version> (apt-cache policy {} shows candidates)",
-                        names.first().unwrap_or(&""),
-                        names.first().unwrap_or(&"")
+                        bare(names.first().unwrap_or(&"")),
+                        bare(names.first().unwrap_or(&""))
                     );
-                    report(cx, RuleId::AptUnpinned, name, names, hint);
+                    report(
+                        cx,
+                        RuleId::AptUnpinned,
+                        &format!("{name} install"),
+                        names,
+                        hint,
+                    );
                 }
                 _ => {}
             }
@@ -502,10 +548,10 @@ fn package_rules(cx: &mut Ctx<'_>, ins: &Instruction, cmd: &SimpleCommand) {
                         .collect();
                     let hint = format!(
                         "pin each package, e.g. apk add {}=<version> (apk policy {} shows candidates)",
-                        names.first().unwrap_or(&""),
-                        names.first().unwrap_or(&"")
+                        bare(names.first().unwrap_or(&"")),
+                        bare(names.first().unwrap_or(&""))
                     );
-                    report(cx, RuleId::ApkUnpinned, "apk", names, hint);
+                    report(cx, RuleId::ApkUnpinned, "apk add", names, hint);
                 }
                 _ => {}
             }
@@ -569,7 +615,7 @@ fn package_rules(cx: &mut Ctx<'_>, ins: &Instruction, cmd: &SimpleCommand) {
                 .collect();
             let hint = format!(
                 "pin each package, e.g. pip install {}==<version>, or use -r requirements.txt --require-hashes",
-                names.first().unwrap_or(&"")
+                bare(names.first().unwrap_or(&""))
             );
             report(cx, RuleId::PipUnpinned, "pip install", names, hint);
         }
@@ -608,7 +654,7 @@ fn package_rules(cx: &mut Ctx<'_>, ins: &Instruction, cmd: &SimpleCommand) {
     if let Some(names) = npm_names {
         let hint = format!(
             "pin each package, e.g. {name} install {}@<version>, or install from the lockfile with npm ci",
-            names.first().unwrap_or(&"")
+            bare(names.first().unwrap_or(&""))
         );
         report(
             cx,
@@ -646,7 +692,7 @@ fn package_rules(cx: &mut Ctx<'_>, ins: &Instruction, cmd: &SimpleCommand) {
                 .collect();
             let hint = format!(
                 "pin the version, e.g. gem install {} -v <version>",
-                names.first().unwrap_or(&"")
+                bare(names.first().unwrap_or(&""))
             );
             report(cx, RuleId::GemUnpinned, "gem install", names, hint);
         }
