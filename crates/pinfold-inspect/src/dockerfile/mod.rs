@@ -32,6 +32,17 @@ pub struct Dockerfile {
     pub instructions: Vec<Instruction>,
     /// The build stages, one per `FROM`, in file order.
     pub stages: Vec<Stage>,
+    /// Comment lines between instructions (not those inside continuations or heredocs).
+    pub comments: Vec<Comment>,
+}
+
+/// A `# ...` comment line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// 1-based line.
+    pub line: usize,
+    /// The text after `#`, trimmed.
+    pub text: String,
 }
 
 /// A parser directive such as `# escape=\``.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::{
-    substitute, ArgDecl, BaseImage, Body, Command, Directive, Dockerfile, Flag, Heredoc,
+    substitute, ArgDecl, BaseImage, Body, Command, Comment, Directive, Dockerfile, Flag, Heredoc,
     Instruction, Keyword, ParseError, ParseErrorKind, Span, Stage,
 };
 
@@ -60,9 +60,16 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     }
 
     let mut instructions: Vec<Instruction> = Vec::new();
+    let mut comments = Vec::new();
     while i < lines.len() {
         let line = lines[i];
         let trimmed = line.trim_start();
+        if let Some(text) = trimmed.strip_prefix('#') {
+            comments.push(Comment {
+                line: i + 1,
+                text: text.trim().to_string(),
+            });
+        }
         if trimmed.is_empty() || trimmed.starts_with('#') {
             i += 1;
             continue;
@@ -293,6 +300,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         escape,
         instructions,
         stages,
+        comments,
     })
 }
 

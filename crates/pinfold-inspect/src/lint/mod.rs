@@ -191,12 +191,43 @@ pub struct LintOptions {
 }
 
 /// Runs every enabled rule; findings are sorted by line, column and rule.
+///
+/// A comment `# pinfold-lint ignore=PF004,PF006` in the comment block right above an
+/// instruction silences those rules for that instruction (like hadolint's `# hadolint ignore=`).
 pub fn lint(df: &Dockerfile, options: &LintOptions) -> Vec<Finding> {
     let mut findings = rules::run(df, options);
     findings.retain(|f| !options.disabled.contains(&f.rule));
+    let ignored = inline_ignores(df);
+    findings.retain(|f| {
+        !ignored
+            .iter()
+            .any(|(lines, rules)| lines.contains(&f.line) && rules.contains(&f.rule))
+    });
     findings.sort_by_key(|f| (f.line, f.column, f.rule));
     findings.dedup();
     findings
+}
+
+/// Line ranges of instructions and the rules their `# pinfold-lint ignore=` comments silence.
+fn inline_ignores(df: &Dockerfile) -> Vec<(std::ops::RangeInclusive<usize>, Vec<RuleId>)> {
+    let mut out = Vec::new();
+    for ins in &df.instructions {
+        let mut rules = Vec::new();
+        let mut line = ins.span.start_line;
+        while let Some(c) = df.comments.iter().find(|c| c.line + 1 == line) {
+            if let Some(list) = c.text.strip_prefix("pinfold-lint ignore=") {
+                rules.extend(
+                    list.split(',')
+                        .filter_map(|id| id.trim().parse::<RuleId>().ok()),
+                );
+            }
+            line = c.line;
+        }
+        if !rules.is_empty() {
+            out.push((ins.span.start_line..=ins.span.end_line, rules));
+        }
+    }
+    out
 }
 
 /// Parses `text` and lints it.

@@ -970,6 +970,17 @@ mod tests {
     }
 
     #[test]
+    fn inline_ignore_comments() {
+        let text = "# pinfold-lint ignore=PF002\n# base\nFROM ruby:3.3\n\
+# pinfold-lint ignore=PF004, PF006\nRUN apt-get install -y curl \\\n && pip install x\n\
+RUN apk add git\n";
+        assert_eq!(
+            ids(text, &LintOptions::default()),
+            vec![RuleId::ApkUnpinned]
+        );
+    }
+
+    #[test]
     fn disabled_rules_are_dropped() {
         let options = LintOptions {
             disabled: vec![RuleId::NotPinned],
