@@ -43,7 +43,7 @@ pub struct LintArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Same as `--format json`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
     /// Exit 1 when a finding is at or above this severity.
     #[arg(long, value_enum, default_value = "warning")]
