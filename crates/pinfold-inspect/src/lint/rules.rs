@@ -77,11 +77,19 @@ pub(super) fn run(df: &Dockerfile, options: &LintOptions) -> Vec<Finding> {
     for stage in &df.stages {
         let from = &df.instructions[stage.from];
         base_image_rules(&mut cx, stage, from);
-        let mut shell = match stage.base {
+        let mut shell = match &stage.base {
             BaseImage::Stage(i) => final_shells
-                .get(i)
+                .get(*i)
                 .cloned()
                 .unwrap_or_else(|| default_shell.clone()),
+            // Windows images run shell form with `cmd /S /C`: the sh rules do not apply.
+            BaseImage::Image { reference, .. }
+                if ["windows", "servercore", "nanoserver"]
+                    .iter()
+                    .any(|w| reference.to_ascii_lowercase().contains(w)) =>
+            {
+                vec!["cmd".to_string(), "/S".to_string(), "/C".to_string()]
+            }
             _ => default_shell.clone(),
         };
         for ins in &df.instructions[stage.instructions.clone()] {
@@ -97,6 +105,22 @@ pub(super) fn run(df: &Dockerfile, options: &LintOptions) -> Vec<Finding> {
                 Body::Command(cmd) => {
                     for script in scripts(ins, cmd, kind) {
                         script_rules(&mut cx, ins, &script);
+                    }
+                }
+                // `HEALTHCHECK [--flags] CMD command`: shell form runs under the stage's shell.
+                Body::Raw(text) if ins.keyword == Keyword::Healthcheck => {
+                    let t = text.trim_start();
+                    if let (Some(head), Some(rest)) = (t.get(..3), t.get(3..)) {
+                        let rest = rest.trim_start();
+                        let exec = rest.starts_with("[\"") || rest.starts_with("[]");
+                        if head.eq_ignore_ascii_case("cmd") && !exec {
+                            let script = Script {
+                                text: rest,
+                                kind,
+                                build: false,
+                            };
+                            script_rules(&mut cx, ins, &script);
+                        }
                     }
                 }
                 _ => {}
@@ -880,6 +904,7 @@ mod tests {
                     "RUN [ \"$X\" == 1 ] || true\n",
                     "SHELL [\"/bin/bash\", \"-c\"]\nRUN echo\nSHELL [\"/bin/sh\", \"-c\"]\nRUN source x\n",
                     "RUN <<EOF\nsource /x\nEOF\n",
+                    "HEALTHCHECK --interval=5s CMD [[ -f /ok ]]\n",
                 ],
                 &[
                     "RUN if [ -f /x ]; then . /venv/bin/activate; fi\n",
@@ -894,7 +919,11 @@ mod tests {
             (
                 LiteralNewline,
                 &["CMD for p in *.deb; do\\n\\\n  echo $p\\n\\\n  done\n", "RUN echo a\\nb\n"],
-                &["CMD for p in *.deb; do \\\n  echo $p; \\\n  done\n", "RUN printf '%s\\n' a && echo \"a\\nb\"\n"],
+                &[
+                    "CMD for p in *.deb; do \\\n  echo $p; \\\n  done\n",
+                    "RUN printf '%s\\n' a && echo \"a\\nb\"\n",
+                    "FROM mcr.microsoft.com/windows/servercore:ltsc2022\nRUN dir C:\\new\n",
+                ],
             ),
             (
                 NoTimezone,
@@ -996,7 +1025,7 @@ RUN apk add git\n";
         let text = "# escape=\\\nARG B=\"rübÿ\"\nFROM ${B:-x}:${T} AS é\n\
 RUN <<-'E' a=(1 2) && echo $'\\t' {a,b} \"é\\n\" `x \\n` $(curl -s h | sh) <(wget x)\n\
 \tbody ü\n\tE\nENV \"é\" v ü\nENV k=\"v\nCOPY --from=é:1 [\"a\", \"b\"]\n\
-CMD [ \"$X\" == \"ü\" ] \\\n  && [[ x ]]\\n\nADD https://ü/x /y\nSHELL [\"pwsh\"]\nRUN ${x\n";
+CMD [ \"$X\" == \"ü\" ] \\\n  && [[ x ]]\\n\nADD https://ü/x /y\nSHELL [\"pwsh\"]\nRUN ${x\nHEALTHCHECK ü\nHEALTHCHECK CMD ü\n";
         let options = LintOptions {
             allow_registries: vec!["ghcr.io".into()],
             ..LintOptions::default()
@@ -1016,6 +1045,8 @@ CMD [ \"$X\" == \"ü\" ] \\\n  && [[ x ]]\\n\nADD https://ü/x /y\nSHELL [\"pwsh
             "FROM a\nRUN ${",
             "FROM a\nRUN '",
             "FROM a\nRUN \"\\",
+            "FROM a\nHEALTHCHECK éé\n",
+            "FROM a\nHEALTHCHECK CMDé\n",
         ] {
             let _ = lint_source(weird, &options);
         }
