@@ -3,6 +3,7 @@
 //! (redirects to another host, opaque token realms).
 
 mod basic_auth;
+mod errors;
 mod harness;
 mod jwt_realm;
 mod pull;
