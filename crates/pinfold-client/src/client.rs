@@ -110,6 +110,8 @@ pub struct RegistryClient {
     /// Set once the registry answered a Basic challenge: from then on credentials are sent
     /// up front instead of paying a 401 round trip per request.
     basic: AtomicBool,
+    /// Held while a token is fetched (see `send`); async because it is held across the fetch.
+    token_fetch: tokio::sync::Mutex<()>,
     config: ClientConfig,
 }
 
@@ -176,6 +178,7 @@ impl RegistryClient {
             credentials: None,
             tokens: TokenCache::default(),
             basic: AtomicBool::new(false),
+            token_fetch: tokio::sync::Mutex::new(()),
             config,
         })
     }
@@ -488,9 +491,13 @@ impl RegistryClient {
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
-        if matches!(known, Some(Auth::Bearer(_))) {
-            self.tokens.remove(scope);
-        }
+        let refused = match &known {
+            Some(Auth::Bearer(t)) => {
+                self.tokens.remove_if_same(scope, t);
+                Some(t.clone())
+            }
+            _ => None,
+        };
         let challenges = resp
             .headers()
             .get_all(WWW_AUTHENTICATE)
@@ -503,9 +510,19 @@ impl RegistryClient {
             .flatten()
             .collect::<Vec<_>>();
         let auth = if let Some(bearer) = challenges.iter().find(|c| c.is("bearer")) {
-            let (token, ttl) = self.fetch_token(bearer, scope).await?;
-            self.tokens.put(scope, token.clone(), ttl, Instant::now());
-            Auth::Bearer(token)
+            // Single flight: requests that hit the same 401 together wait here, and all but
+            // the first find the token the first one fetched instead of asking the realm again.
+            let _fetching = self.token_fetch.lock().await;
+            match self.tokens.get(scope, Instant::now()) {
+                Some(fresh) if refused.as_ref().is_none_or(|r| !r.same(&fresh)) => {
+                    Auth::Bearer(fresh)
+                }
+                _ => {
+                    let (token, ttl) = self.fetch_token(bearer, scope).await?;
+                    self.tokens.put(scope, token.clone(), ttl, Instant::now());
+                    Auth::Bearer(token)
+                }
+            }
         } else if challenges.iter().any(|c| c.is("basic"))
             && self.credentials.is_some()
             && !matches!(known, Some(Auth::Basic))
@@ -520,8 +537,8 @@ impl RegistryClient {
             .send()
             .await?;
         if retry.status() == StatusCode::UNAUTHORIZED {
-            if let Auth::Bearer(_) = auth {
-                self.tokens.remove(scope);
+            if let Auth::Bearer(t) = &auth {
+                self.tokens.remove_if_same(scope, t);
             }
             return Err(self.unauthorized());
         }

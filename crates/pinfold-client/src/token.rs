@@ -27,6 +27,11 @@ impl Token {
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether both are the same token (without exposing either).
+    pub(crate) fn same(&self, other: &Token) -> bool {
+        self.0 == other.0
+    }
 }
 
 impl std::fmt::Debug for Token {
@@ -92,9 +97,13 @@ impl TokenCache {
         entries.insert(scope.to_owned(), (token, until));
     }
 
-    /// Forgets the token for `scope` (the registry refused it).
-    pub(crate) fn remove(&self, scope: &str) {
-        self.entries.lock().remove(scope);
+    /// Forgets the token for `scope` if it is still `refused`: the registry refused it, but a
+    /// concurrent request may already have cached a newer one, which must stay.
+    pub(crate) fn remove_if_same(&self, scope: &str, refused: &Token) {
+        let mut entries = self.entries.lock();
+        if entries.get(scope).is_some_and(|(t, _)| t.same(refused)) {
+            entries.remove(scope);
+        }
     }
 }
 
@@ -151,7 +160,10 @@ mod tests {
         let later = t0 + Duration::from_secs(56);
         assert!(cache.get("repository:a:pull", later).is_none());
         assert!(cache.get("repository:b:pull", later).is_some());
-        cache.remove("repository:b:pull");
+        // Only the refused token is forgotten, not a newer one.
+        cache.remove_if_same("repository:b:pull", &Token("old".into()));
+        assert!(cache.get("repository:b:pull", later).is_some());
+        cache.remove_if_same("repository:b:pull", &Token("tb".into()));
         assert!(cache.get("repository:b:pull", later).is_none());
         // A token shorter-lived than the margin is never served.
         cache.put("x", Token("tx".into()), Duration::from_secs(2), t0);

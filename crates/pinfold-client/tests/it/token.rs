@@ -146,6 +146,23 @@ async fn token_is_fetched_once_and_reused_for_its_scope() {
 }
 
 #[tokio::test]
+async fn concurrent_requests_share_one_token_fetch() {
+    let realm = Realm::new(None, "token", Some(300));
+    let addr = start(realm.clone()).await;
+    let c = Arc::new(RegistryClient::new(&addr, ClientConfig::default()).unwrap());
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get_manifest(&app(), &"v1".parse().unwrap()).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().bytes.as_ref(), MANIFEST);
+    }
+    assert_eq!(realm.issued.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn access_token_field_and_short_lifetimes() {
     // expires_in of 1 s is under the client's safety margin: never reused.
     let realm = Realm::new(None, "access_token", Some(1));
