@@ -2,19 +2,24 @@
 //! the way Docker does (distribution's `reference` package, `ParseNormalizedNamed`).
 //!
 //! The registry is the first `/`-separated component when it contains `.` or `:` or is
-//! `localhost`; otherwise the reference names Docker Hub (`docker.io`), where a one-component
-//! repository lives under `library/`. With neither tag nor digest the tag is `latest`. Those
+//! `localhost`; otherwise the reference names Docker Hub (`docker.io`, also spelled
+//! `index.docker.io`), where a one-component repository lives under `library/`. With neither tag nor digest the tag is `latest`. Those
 //! defaults are the only things filled in: case is never changed, so `Ruby` is refused rather
 //! than lowercased.
 
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::digest::{Digest, DigestError};
 use crate::name::{NameError, Reference, RepoName, Tag, MAX_NAME_LEN};
 
 /// The registry a reference without a registry component names.
 pub const DEFAULT_REGISTRY: &str = "docker.io";
+
+/// The name Docker used for Docker Hub before `docker.io`; Docker reads it as `docker.io`.
+const LEGACY_DEFAULT_REGISTRY: &str = "index.docker.io";
 
 /// The tag a reference with neither tag nor digest means.
 pub const DEFAULT_TAG: &str = "latest";
@@ -44,7 +49,8 @@ pub enum ImageRefError {
 ///
 /// At least one of tag and digest is present. `Display` writes the canonical form (registry
 /// and `library/` spelled out), which parses back to an equal value.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ImageReference {
     registry: String,
     repository: RepoName,
@@ -168,6 +174,12 @@ impl FromStr for ImageReference {
             }
             _ => (DEFAULT_REGISTRY, rest),
         };
+        // As Docker does: both names mean Docker Hub, and one spelling keeps lockfiles stable.
+        let registry = if registry == LEGACY_DEFAULT_REGISTRY {
+            DEFAULT_REGISTRY
+        } else {
+            registry
+        };
         // Repository paths cannot contain ':', so a ':' left here starts the tag.
         let (path, tag) = match path.rsplit_once(':') {
             Some((p, t)) => (p, Some(t.parse::<Tag>()?)),
@@ -201,6 +213,12 @@ impl TryFrom<String> for ImageReference {
     type Error = ImageRefError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
         value.parse()
+    }
+}
+
+impl From<ImageReference> for String {
+    fn from(value: ImageReference) -> Self {
+        value.to_string()
     }
 }
 
@@ -259,6 +277,14 @@ mod tests {
                 Some("3.3"),
                 false,
                 "docker.io/library/ruby:3.3".into(),
+            ),
+            (
+                "index.docker.io/ruby:3",
+                "docker.io",
+                "library/ruby",
+                Some("3"),
+                false,
+                "docker.io/library/ruby:3".into(),
             ),
             (
                 "docker.io/ruby",
@@ -407,6 +433,16 @@ mod tests {
             long.parse::<ImageReference>(),
             Err(ImageRefError::NameTooLong(_))
         ));
+    }
+
+    #[test]
+    fn serde_goes_through_from_str() {
+        let r: ImageReference = serde_json::from_str(r#""ruby:3.3""#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#""docker.io/library/ruby:3.3""#
+        );
+        assert!(serde_json::from_str::<ImageReference>(r#""Ruby""#).is_err());
     }
 
     #[test]
