@@ -99,8 +99,8 @@ enum Auth {
     Basic,
 }
 
-/// A client for one registry host. Cheap to share (`&self` methods); the token cache is shared
-/// by all requests.
+/// A client for one registry host. All methods take `&self`: share one client (in an `Arc`)
+/// between tasks so they share its connection pool and token cache.
 pub struct RegistryClient {
     http: reqwest::Client,
     registry: String,

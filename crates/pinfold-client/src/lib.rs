@@ -12,6 +12,26 @@
 //!
 //! Tokens and passwords are never logged: every type holding one implements `Debug` by hand.
 //!
+//! ```no_run
+//! # async fn pull() -> Result<(), Box<dyn std::error::Error>> {
+//! use futures_util::StreamExt;
+//! use pinfold_client::{ClientConfig, RegistryClient};
+//! use pinfold_oci::{ImageReference, Manifest};
+//!
+//! let image: ImageReference = "ruby:3.3".parse()?;
+//! let client = RegistryClient::from_docker_config(image.registry(), ClientConfig::default()).await?;
+//! let fetched = client.get_manifest(image.repository(), &image.reference()).await?;
+//! let manifest = Manifest::parse(Some(&fetched.media_type), &fetched.bytes)?;
+//! for layer in &manifest.layers {
+//!     let mut blob = client.get_blob(image.repository(), &layer.digest).await?;
+//!     while let Some(chunk) = blob.next().await {
+//!         let _bytes = chunk?; // provisional until the stream ends without an error
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! This crate must not depend on the server, the metadata or the store: it only fetches and
 //! verifies; deciding what to keep is the caller's job. Its only Pinfold dependency is
 //! `pinfold-oci`.
