@@ -152,9 +152,12 @@ impl DockerConfig {
             // serde_json's message holds a position, not the input, so no secret leaks.
             .map_err(|e| config_error(&path, &e.to_string()))?;
         let keys = candidate_keys(registry);
-        let helper = keys
+        // credHelpers keys are host names, but Docker Hub's may be its legacy URL.
+        let helper = config
+            .cred_helpers
             .iter()
-            .find_map(|k| config.cred_helpers.get(*k))
+            .find(|(k, _)| keys.contains(&normalize_key(k)))
+            .map(|(_, helper)| helper)
             .or(config.creds_store.as_ref());
         if let Some(helper) = helper {
             // The helper is asked with the key Docker itself would use.
@@ -374,7 +377,7 @@ mod tests {
         write(
             dir.path(),
             "config.json",
-            r#"{"credsStore":"none","credHelpers":{"ghcr.io":"echo","docker.io":"echo","slow.io":"slow","bad.io":"broken"},
+            r#"{"credsStore":"none","credHelpers":{"ghcr.io":"echo","https://index.docker.io/v1/":"echo","slow.io":"slow","bad.io":"broken"},
                 "auths":{"quay.io":{"username":"q","password":"p"}}}"#,
         );
         let cfg = DockerConfig::in_dir(dir.path())
