@@ -629,9 +629,7 @@ impl RegistryClient {
         if status.is_success() {
             return Ok(resp);
         }
-        let retry_after = header_str(&resp, RETRY_AFTER.as_str())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = header_str(&resp, RETRY_AFTER.as_str()).and_then(parse_retry_after);
         let body = read_limited(resp, MAX_ERROR_BODY)
             .await
             .ok()
@@ -652,6 +650,20 @@ impl RegistryClient {
             },
         })
     }
+}
+
+/// `Retry-After` is delay-seconds or an HTTP date (RFC 9110 §10.2.3); a date in the past
+/// means "now".
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn pull_scope(repo: &RepoName) -> String {
@@ -768,6 +780,22 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn retry_after_seconds_or_date() {
+        assert_eq!(parse_retry_after(" 17 "), Some(Duration::from_secs(17)));
+        let soon = std::time::SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub enum ClientError {
     /// A `Docker-Content-Digest` header is not a digest Pinfold can verify.
     #[error("registry sent an invalid Docker-Content-Digest header")]
     InvalidDigestHeader(#[source] DigestError),
-    /// HTTP 429; `retry_after` from the `Retry-After` header when it was given in seconds.
+    /// HTTP 429; `retry_after` from the `Retry-After` header (seconds or HTTP date) if sent.
     #[error("registry rate limit hit (retry after {retry_after:?})")]
     TooManyRequests {
         /// How long the registry asked us to wait.

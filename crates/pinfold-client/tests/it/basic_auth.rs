@@ -1,5 +1,6 @@
 //! HTTP Basic against docker-registry's htpasswd backend.
 
+use base64::Engine as _;
 use pinfold_client::{ClientConfig, ClientError, Credentials, RegistryClient};
 use pinfold_oci::RepoName;
 
@@ -53,4 +54,32 @@ async fn missing_or_wrong_credentials_are_unauthorized() {
         unknown_user.ping().await,
         Err(ClientError::Unauthorized { .. })
     ));
+}
+
+#[tokio::test]
+async fn credentials_come_from_docker_config_json() {
+    let registry = DockerRegistry::start_with_htpasswd();
+    let image = registry
+        .pusher(Some((USER, PASSWORD)))
+        .image("private/app", "v1", 100)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"http://{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap();
+    // Only this test reads DOCKER_CONFIG, so setting it does not race the others.
+    std::env::set_var("DOCKER_CONFIG", dir.path());
+    let c = RegistryClient::from_docker_config(&registry.addr, ClientConfig::default())
+        .await
+        .unwrap();
+    std::env::remove_var("DOCKER_CONFIG");
+    let repo: RepoName = "private/app".parse().unwrap();
+    let m = c.get_manifest(&repo, &"v1".parse().unwrap()).await.unwrap();
+    assert_eq!(m.digest, image.manifest_digest);
 }
