@@ -2,8 +2,8 @@
 //! and DELETE). Rows are written only by `tags::move_tag_in`, in the transaction of the move.
 
 use pinfold_oci::{Digest, RepoName, Tag};
-use sqlx::SqliteConnection;
 
+use crate::engine::{impl_for_connections, on_engine};
 use crate::{columns, JournalEntry, Meta, MetaError, TagMove};
 
 /// The columns [`entry`] decodes, in order.
@@ -34,32 +34,47 @@ fn entry(row: Row) -> Result<JournalEntry, MetaError> {
     })
 }
 
-/// Appends one row. Call inside the write transaction that moves the tag.
-pub(crate) async fn append(
-    conn: &mut SqliteConnection,
-    repo: &RepoName,
-    tag: &Tag,
-    previous: Option<&str>,
-    new: Option<&Digest>,
-    mv: &TagMove,
-    now: i64,
-) -> Result<(), MetaError> {
-    sqlx::query(
-        "INSERT INTO tag_journal \
-           (repository, tag, previous_digest, new_digest, at, actor, source) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(repo.as_str())
-    .bind(tag.as_str())
-    .bind(previous)
-    .bind(new.map(Digest::as_str))
-    .bind(now)
-    .bind(&mv.actor)
-    .bind(mv.source.as_str())
-    .execute(conn)
-    .await?;
-    Ok(())
+/// Writing the journal, on either engine.
+pub(crate) trait JournalQueries {
+    /// Appends one row. Call inside the write transaction that moves the tag.
+    async fn append_journal(
+        &mut self,
+        repo: &RepoName,
+        tag: &Tag,
+        previous: Option<&str>,
+        new: Option<&Digest>,
+        mv: &TagMove,
+        now: i64,
+    ) -> Result<(), MetaError>;
 }
+
+impl_for_connections!(JournalQueries {
+    async fn append_journal(
+        &mut self,
+        repo: &RepoName,
+        tag: &Tag,
+        previous: Option<&str>,
+        new: Option<&Digest>,
+        mv: &TagMove,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO tag_journal \
+               (repository, tag, previous_digest, new_digest, at, actor, source) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(previous)
+        .bind(new.map(Digest::as_str))
+        .bind(now)
+        .bind(&mv.actor)
+        .bind(mv.source.as_str())
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+});
 
 impl Meta {
     /// Every journal row of a tag, oldest first.
@@ -75,13 +90,14 @@ impl Meta {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Vec<JournalEntry>, MetaError> {
-        let rows: Vec<Row> = sqlx::query_as(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM tag_journal WHERE repository = $1 AND tag = $2 ORDER BY id"
-        ))
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .fetch_all(&self.readers)
-        .await?;
+        );
+        let rows: Vec<Row> = on_engine!(self, |db| sqlx::query_as(&sql)
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .fetch_all(&db.readers)
+            .await?);
         rows.into_iter().map(entry).collect()
     }
 
@@ -99,13 +115,12 @@ impl Meta {
         limit: u32,
     ) -> Result<Vec<JournalEntry>, MetaError> {
         // Ids start at 1 (AUTOINCREMENT / identity), so 0 means "from the beginning".
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM tag_journal WHERE id > $1 ORDER BY id LIMIT $2"
-        ))
-        .bind(after.unwrap_or(0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.readers)
-        .await?;
+        let sql = format!("SELECT {COLUMNS} FROM tag_journal WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows: Vec<Row> = on_engine!(self, |db| sqlx::query_as(&sql)
+            .bind(after.unwrap_or(0))
+            .bind(i64::from(limit))
+            .fetch_all(&db.readers)
+            .await?);
         rows.into_iter().map(entry).collect()
     }
 }

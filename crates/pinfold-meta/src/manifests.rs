@@ -2,8 +2,9 @@
 
 use pinfold_oci::{Digest, RepoName, Tag};
 
-use crate::repositories::{ensure_repo, repo_id};
-use crate::tags::move_tag_in;
+use crate::engine::on_engine;
+use crate::repositories::RepoQueries;
+use crate::tags::TagQueries;
 use crate::{columns, ManifestRecord, Meta, MetaError, NewManifest, ReferrerRecord, TagMove};
 
 /// Decodes `(digest, media_type, size)`.
@@ -40,78 +41,72 @@ impl Meta {
         let annotations = columns::annotations_to_db(manifest.annotations.as_ref())?;
         let now = columns::now_micros();
 
-        let mut tx = self.write().await?;
-        let id = ensure_repo(&mut tx, &manifest.repo).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO manifests \
-               (repo_id, digest, media_type, size, artifact_type, subject_digest, annotations, \
-                created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (repo_id, digest) DO NOTHING",
-        )
-        .bind(id)
-        .bind(manifest.digest.as_str())
-        .bind(&manifest.media_type)
-        .bind(size)
-        .bind(manifest.artifact_type.as_deref())
-        .bind(manifest.subject.as_ref().map(Digest::as_str))
-        .bind(annotations)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
+        on_engine!(self, |db| {
+            let mut tx = db.write().await?;
+            let id = tx.ensure_repo(&manifest.repo).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO manifests \
+                   (repo_id, digest, media_type, size, artifact_type, subject_digest, annotations, \
+                    created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (repo_id, digest) DO NOTHING",
+            )
+            .bind(id)
+            .bind(manifest.digest.as_str())
+            .bind(&manifest.media_type)
+            .bind(size)
+            .bind(manifest.artifact_type.as_deref())
+            .bind(manifest.subject.as_ref().map(Digest::as_str))
+            .bind(annotations)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
 
-        if inserted {
-            // DO NOTHING tolerates a manifest listing the same layer twice.
-            for blob in &manifest.blobs {
-                sqlx::query(
-                    "INSERT INTO manifest_blobs (repo_id, manifest_digest, blob_digest) \
-                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .bind(manifest.digest.as_str())
-                .bind(blob.as_str())
-                .execute(&mut *tx)
-                .await?;
+            if inserted {
+                // DO NOTHING tolerates a manifest listing the same layer twice.
+                for blob in &manifest.blobs {
+                    sqlx::query(
+                        "INSERT INTO manifest_blobs (repo_id, manifest_digest, blob_digest) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(manifest.digest.as_str())
+                    .bind(blob.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for child in &manifest.children {
+                    sqlx::query(
+                        "INSERT INTO manifest_children (repo_id, manifest_digest, child_digest) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(manifest.digest.as_str())
+                    .bind(child.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-            for child in &manifest.children {
-                sqlx::query(
-                    "INSERT INTO manifest_children (repo_id, manifest_digest, child_digest) \
-                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .bind(manifest.digest.as_str())
-                .bind(child.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
 
-        let moved = match tag {
-            Some(tag) => {
-                move_tag_in(
-                    &mut tx,
-                    &manifest.repo,
-                    id,
-                    tag,
-                    Some(&manifest.digest),
-                    mv,
-                    now,
-                )
-                .await?
-            }
-            None => false,
-        };
+            let moved = match tag {
+                Some(tag) => {
+                    tx.move_tag_in(&manifest.repo, id, tag, Some(&manifest.digest), mv, now)
+                        .await?
+                }
+                None => false,
+            };
 
-        if inserted || moved {
-            tx.commit().await?;
-        } else {
-            // Nothing changed (except possibly a new repository row, which cannot happen when
-            // the manifest already existed): skip the commit's fsync.
-            tx.rollback().await?;
-        }
-        Ok(())
+            if inserted || moved {
+                tx.commit().await?;
+            } else {
+                // Nothing changed (except possibly a new repository row, which cannot happen when
+                // the manifest already existed): skip the commit's fsync.
+                tx.rollback().await?;
+            }
+            Ok(())
+        })
     }
 
     /// A manifest of `repo` by digest.
@@ -124,15 +119,15 @@ impl Meta {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>, MetaError> {
-        let row: Option<(String, String, i64)> = sqlx::query_as(
+        let row: Option<(String, String, i64)> = on_engine!(self, |db| sqlx::query_as(
             "SELECT m.digest, m.media_type, m.size \
              FROM manifests m JOIN repositories r ON r.id = m.repo_id \
              WHERE r.name = $1 AND m.digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
-        .fetch_optional(&self.readers)
-        .await?;
+        .fetch_optional(&db.readers)
+        .await?);
         row.map(manifest_record).transpose()
     }
 
@@ -153,32 +148,38 @@ impl Meta {
         mv: &TagMove,
     ) -> Result<bool, MetaError> {
         let now = columns::now_micros();
-        let mut tx = self.write().await?;
-        let Some(id) = repo_id(&mut tx, repo).await? else {
-            return Ok(false);
-        };
-        let tags: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1 AND digest = $2")
-                .bind(id)
-                .bind(digest.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-        for tag in tags {
-            move_tag_in(&mut tx, repo, id, &columns::tag(tag)?, None, mv, now).await?;
-        }
-        let deleted = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+        on_engine!(self, |db| {
+            let mut tx = db.write().await?;
+            let Some(id) = tx.repo_id(repo).await? else {
+                return Ok(false);
+            };
+            // In name order: on PostgreSQL each move takes its tag's lock, and a fixed order
+            // keeps two deletes of the same manifest from deadlocking.
+            let tags: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 ORDER BY name",
+            )
             .bind(id)
             .bind(digest.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
-        if deleted {
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(deleted)
+            .fetch_all(&mut *tx)
+            .await?;
+            for tag in tags {
+                tx.move_tag_in(repo, id, &columns::tag(tag)?, None, mv, now)
+                    .await?;
+            }
+            let deleted = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                .bind(id)
+                .bind(digest.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+            if deleted {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok(deleted)
+        })
     }
 
     /// Manifests of `repo` whose subject is `subject`, optionally only those of `artifact_type`.
@@ -198,7 +199,7 @@ impl Meta {
         // Two plain statements rather than one with `($3 IS NULL OR m.artifact_type = $3)`:
         // each engine then plans each case on its own, without relying on it simplifying the OR.
         type Row = (String, String, i64, Option<String>, Option<String>);
-        let rows: Vec<Row> = match artifact_type {
+        let rows: Vec<Row> = on_engine!(self, |db| match artifact_type {
             None => {
                 sqlx::query_as(
                     "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
@@ -208,7 +209,7 @@ impl Meta {
                 )
                 .bind(repo.as_str())
                 .bind(subject.as_str())
-                .fetch_all(&self.readers)
+                .fetch_all(&db.readers)
                 .await?
             }
             Some(artifact_type) => {
@@ -221,10 +222,10 @@ impl Meta {
                 .bind(repo.as_str())
                 .bind(subject.as_str())
                 .bind(artifact_type)
-                .fetch_all(&self.readers)
+                .fetch_all(&db.readers)
                 .await?
             }
-        };
+        });
         rows.into_iter()
             .map(|(digest, media_type, size, artifact_type, annotations)| {
                 Ok(ReferrerRecord {

@@ -1,8 +1,8 @@
 //! Repositories: the catalog, existence, and the id every other table keys on.
 
 use pinfold_oci::RepoName;
-use sqlx::SqliteConnection;
 
+use crate::engine::{impl_for_connections, on_engine};
 use crate::{columns, Meta, MetaError};
 
 /// Stands for "no limit" in `LIMIT $n`: portable, where SQLite's `-1` and PostgreSQL's `NULL`
@@ -14,37 +14,52 @@ pub(crate) fn limit(n: Option<u32>) -> i64 {
     n.map_or(NO_LIMIT, i64::from)
 }
 
-/// The id of a repository, if it exists.
-pub(crate) async fn repo_id(
-    conn: &mut SqliteConnection,
-    repo: &RepoName,
-) -> Result<Option<i64>, MetaError> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
-            .bind(repo.as_str())
-            .fetch_optional(conn)
-            .await?,
-    )
+/// Repository lookups run inside a transaction or on one connection, on either engine.
+pub(crate) trait RepoQueries {
+    /// The id of a repository, if it exists.
+    async fn repo_id(&mut self, repo: &RepoName) -> Result<Option<i64>, MetaError>;
+
+    /// The id of a repository, creating it first if needed. Call inside a write transaction.
+    async fn ensure_repo(&mut self, repo: &RepoName) -> Result<i64, MetaError>;
 }
 
-/// The id of a repository, creating it first if needed. Call inside a write transaction.
-pub(crate) async fn ensure_repo(
-    conn: &mut SqliteConnection,
-    repo: &RepoName,
-) -> Result<i64, MetaError> {
-    // Look up first: the repository almost always exists, and a plain SELECT writes nothing
-    // (an upsert with RETURNING would dirty a page on every push).
-    if let Some(id) = repo_id(conn, repo).await? {
-        return Ok(id);
+impl_for_connections!(RepoQueries {
+    async fn repo_id(&mut self, repo: &RepoName) -> Result<Option<i64>, MetaError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+                .bind(repo.as_str())
+                .fetch_optional(self)
+                .await?,
+        )
     }
-    Ok(sqlx::query_scalar(
-        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) RETURNING id",
-    )
-    .bind(repo.as_str())
-    .bind(columns::now_micros())
-    .fetch_one(conn)
-    .await?)
-}
+
+    async fn ensure_repo(&mut self, repo: &RepoName) -> Result<i64, MetaError> {
+        // Look up first: the repository almost always exists, and a plain SELECT writes nothing
+        // (an upsert with RETURNING would dirty a page on every push).
+        if let Some(id) = self.repo_id(repo).await? {
+            return Ok(id);
+        }
+        // DO NOTHING, then look again: on PostgreSQL another replica may create the same
+        // repository concurrently (the insert then waits for it and returns no row). SQLite's
+        // single writer never gets there.
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(repo.as_str())
+        .bind(columns::now_micros())
+        .fetch_optional(&mut *self)
+        .await?;
+        match inserted {
+            Some(id) => Ok(id),
+            // Repository rows are never deleted, so the conflicting row is there.
+            None => self
+                .repo_id(repo)
+                .await?
+                .ok_or(MetaError::Database(sqlx::Error::RowNotFound)),
+        }
+    }
+});
 
 impl Meta {
     /// Repository names in lexical order, at most `limit`, strictly after `last`.
@@ -65,7 +80,7 @@ impl Meta {
     ) -> Result<Vec<RepoName>, MetaError> {
         // `name > ''` for "from the start": every name is non-empty, and unlike
         // `($1 IS NULL OR name > $1)` it still walks the unique index on name.
-        let names: Vec<String> = sqlx::query_scalar(
+        let names: Vec<String> = on_engine!(self, |db| sqlx::query_scalar(
             "SELECT r.name FROM repositories r \
              WHERE r.name > $1 \
                AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
@@ -75,8 +90,8 @@ impl Meta {
         )
         .bind(last.unwrap_or(""))
         .bind(self::limit(limit))
-        .fetch_all(&self.readers)
-        .await?;
+        .fetch_all(&db.readers)
+        .await?);
         names.into_iter().map(columns::repo_name).collect()
     }
 
@@ -86,7 +101,9 @@ impl Meta {
     ///
     /// [`MetaError::Database`].
     pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
-        let mut conn = self.readers.acquire().await?;
-        Ok(repo_id(&mut conn, repo).await?.is_some())
+        on_engine!(self, |db| {
+            let mut conn = db.readers.acquire().await?;
+            Ok(conn.repo_id(repo).await?.is_some())
+        })
     }
 }

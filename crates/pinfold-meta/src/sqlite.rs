@@ -7,16 +7,16 @@
 //! a separate pool of read-only connections that WAL lets run beside the writer.
 //!
 //! The queries live in one module per table group (`repositories`, `blobs`, `manifests`, `tags`,
-//! `journal`, `uploads`) and use `$N` placeholders and portable SQL so that a PostgreSQL engine
-//! can run the same statements.
+//! `journal`, `uploads`) and are shared with the PostgreSQL engine (see `engine.rs`).
 
 use std::path::Path;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, Transaction};
 
-use crate::MetaError;
+use crate::engine::{Engine, Pools};
+use crate::{Meta, MetaError};
 
 /// How long a statement waits for a lock held by another process (a backup, the CLI) before it
 /// fails with "database is locked".
@@ -25,15 +25,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read-only connections beside the writer; reads are single indexed lookups, and the server
 /// caches the hottest ones, so a few connections keep up with many request tasks.
 const READERS: u32 = 4;
-
-/// Handle to the metadata store. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Meta {
-    /// The only connection that writes.
-    pub(crate) writer: SqlitePool,
-    /// Read-only connections on the same file.
-    pub(crate) readers: SqlitePool,
-}
 
 impl Meta {
     /// Opens (creating and migrating if needed) the SQLite database at `path`.
@@ -98,14 +89,15 @@ impl Meta {
             }
         };
 
-        Ok(Meta { writer, readers })
+        Ok(Meta {
+            engine: Engine::Sqlite(Pools { writer, readers }),
+        })
     }
+}
 
-    /// Closes the pools, checkpointing the WAL.
-    ///
-    /// Waits for connections in use to come back. Afterwards every method fails with
-    /// [`MetaError::Database`]. Calling it again does nothing.
-    pub async fn close(&self) {
+impl Pools<Sqlite> {
+    /// Closes the pools, checkpointing the WAL first.
+    pub(crate) async fn close(&self) {
         // Readers first: a checkpoint can only copy frames no reader may still need.
         self.readers.close().await;
         if !self.writer.is_closed() {
@@ -134,7 +126,16 @@ impl Meta {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::SqlitePool;
+
     use super::*;
+
+    fn pools(meta: &Meta) -> &Pools<Sqlite> {
+        match &meta.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Postgres(_) => panic!("not SQLite"),
+        }
+    }
 
     async fn pragma(pool: &SqlitePool, name: &str) -> String {
         let row: (String,) =
@@ -151,12 +152,12 @@ mod tests {
         let meta = Meta::open_sqlite(&dir.path().join("a/b/meta.db"))
             .await
             .unwrap();
-        assert_eq!(pragma(&meta.writer, "journal_mode").await, "wal");
+        assert_eq!(pragma(&pools(&meta).writer, "journal_mode").await, "wal");
         // 2 = FULL: the WAL is fsynced at every commit.
-        assert_eq!(pragma(&meta.writer, "synchronous").await, "2");
-        assert_eq!(pragma(&meta.writer, "foreign_keys").await, "1");
-        assert_eq!(pragma(&meta.readers, "journal_mode").await, "wal");
-        assert_eq!(pragma(&meta.readers, "foreign_keys").await, "1");
+        assert_eq!(pragma(&pools(&meta).writer, "synchronous").await, "2");
+        assert_eq!(pragma(&pools(&meta).writer, "foreign_keys").await, "1");
+        assert_eq!(pragma(&pools(&meta).readers, "journal_mode").await, "wal");
+        assert_eq!(pragma(&pools(&meta).readers, "foreign_keys").await, "1");
         meta.close().await;
     }
 
@@ -167,7 +168,7 @@ mod tests {
             .await
             .unwrap();
         let err = sqlx::query("INSERT INTO repositories (name, created_at) VALUES ('a', 0)")
-            .execute(&meta.readers)
+            .execute(&pools(&meta).readers)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");

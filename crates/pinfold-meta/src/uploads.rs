@@ -4,7 +4,8 @@
 use pinfold_oci::RepoName;
 use time::OffsetDateTime;
 
-use crate::repositories::ensure_repo;
+use crate::engine::on_engine;
+use crate::repositories::RepoQueries;
 use crate::{columns, Meta, MetaError, UploadRecord};
 
 fn record(row: (String, String, i64)) -> Result<UploadRecord, MetaError> {
@@ -23,24 +24,26 @@ impl Meta {
     ///
     /// [`MetaError::UploadExists`] if `id` is already recorded, [`MetaError::Database`].
     pub async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<(), MetaError> {
-        let mut tx = self.write().await?;
-        let repo_id = ensure_repo(&mut tx, repo).await?;
-        let inserted =
-            sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(repo_id)
-                .bind(columns::now_micros())
-                .execute(&mut *tx)
-                .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(MetaError::UploadExists(id.to_owned()))
+        on_engine!(self, |db| {
+            let mut tx = db.write().await?;
+            let repo_id = tx.ensure_repo(repo).await?;
+            let inserted =
+                sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(repo_id)
+                    .bind(columns::now_micros())
+                    .execute(&mut *tx)
+                    .await;
+            match inserted {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(MetaError::UploadExists(id.to_owned()))
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        }
-        tx.commit().await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// An upload session.
@@ -49,14 +52,14 @@ impl Meta {
     ///
     /// [`MetaError::Database`], [`MetaError::CorruptValue`].
     pub async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
-        let row: Option<(String, String, i64)> = sqlx::query_as(
+        let row: Option<(String, String, i64)> = on_engine!(self, |db| sqlx::query_as(
             "SELECT u.id, r.name, u.created_at \
              FROM uploads u JOIN repositories r ON r.id = u.repo_id \
              WHERE u.id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.readers)
-        .await?;
+        .fetch_optional(&db.readers)
+        .await?);
         row.map(record).transpose()
     }
 
@@ -66,11 +69,12 @@ impl Meta {
     ///
     /// [`MetaError::Database`].
     pub async fn delete_upload(&self, id: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
+        let rows = on_engine!(self, |db| sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() > 0)
+            .execute(&db.writer)
+            .await?
+            .rows_affected());
+        Ok(rows > 0)
     }
 
     /// Upload sessions started before `before` (for the janitor), oldest first.
@@ -82,15 +86,15 @@ impl Meta {
         &self,
         before: OffsetDateTime,
     ) -> Result<Vec<UploadRecord>, MetaError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, String, i64)> = on_engine!(self, |db| sqlx::query_as(
             "SELECT u.id, r.name, u.created_at \
              FROM uploads u JOIN repositories r ON r.id = u.repo_id \
              WHERE u.created_at < $1 \
              ORDER BY u.created_at, u.id",
         )
         .bind(columns::micros(before))
-        .fetch_all(&self.readers)
-        .await?;
+        .fetch_all(&db.readers)
+        .await?);
         rows.into_iter().map(record).collect()
     }
 }

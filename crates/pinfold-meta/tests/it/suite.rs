@@ -1,5 +1,5 @@
 //! The behaviour every metadata engine must show. Each function takes a freshly opened, empty
-//! [`Meta`]; the engine modules (`sqlite.rs`, later `postgres.rs`) turn each into a test with
+//! [`Meta`]; the engine modules (`sqlite.rs`, `postgres.rs`) turn each into a test with
 //! `engine_suite!`.
 
 use std::collections::BTreeMap;
