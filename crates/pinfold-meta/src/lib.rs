@@ -27,6 +27,7 @@
 
 mod blobs;
 mod columns;
+mod config;
 mod engine;
 mod error;
 mod journal;
@@ -38,6 +39,7 @@ mod sqlite;
 mod tags;
 mod uploads;
 
+pub use config::MetaConfig;
 pub use engine::Meta;
 pub use error::MetaError;
 pub use model::{

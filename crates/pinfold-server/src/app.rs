@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
-use pinfold_meta::Meta;
+use pinfold_meta::MetaConfig;
 use pinfold_store::BlobStore;
 use tokio::net::TcpListener;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -57,12 +57,14 @@ pub fn router(state: AppState) -> Router {
         )
 }
 
-/// Opens the blob store and metadata under `data_dir`.
+/// Opens the blob store under `data_dir` and the metadata engine `meta_config` names (SQLite
+/// in `data_dir/meta.db` by default).
 ///
 /// # Errors
 /// When the directory, the store or the database cannot be opened.
 pub async fn open_registry(
     data_dir: &Path,
+    meta_config: &MetaConfig,
     config: &ServerConfig,
 ) -> Result<Registry, ServerError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
@@ -70,7 +72,7 @@ pub async fn open_registry(
         source,
     })?;
     let store = BlobStore::open(data_dir)?;
-    let meta = Meta::open_sqlite(&data_dir.join("meta.db")).await?;
+    let meta = meta_config.open(data_dir).await?;
     Ok(Registry::new(
         store,
         meta,
@@ -94,9 +96,10 @@ impl Server {
     pub async fn bind(
         listen: SocketAddr,
         data_dir: &Path,
+        meta_config: &MetaConfig,
         config: &ServerConfig,
     ) -> Result<Server, ServerError> {
-        let registry = open_registry(data_dir, config).await?;
+        let registry = open_registry(data_dir, meta_config, config).await?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| ServerError::Bind {

@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use pinfold_meta::MetaConfig;
 use pinfold_server::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections of the file, each owned by the crate it configures.
-const SECTIONS: [&str; 1] = ["server"];
+const SECTIONS: [&str; 2] = ["server", "meta"];
 
 /// The whole configuration of one Pinfold instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Server limits and caches.
     pub server: ServerConfig,
+    /// The metadata engine (SQLite in the data directory unless a PostgreSQL URL is set).
+    pub meta: MetaConfig,
 }
 
 impl Default for Config {
@@ -33,6 +36,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data_dir: PathBuf::from("pinfold-data"),
             server: ServerConfig::default(),
+            meta: MetaConfig::default(),
         }
     }
 }
@@ -172,6 +176,17 @@ mod tests {
             (c.listen.port(), c.data_dir.as_path()),
             (7000, Path::new("/srv/c"))
         );
+    }
+
+    #[test]
+    fn meta_section_selects_postgresql() {
+        let vars = env(&[("PINFOLD_META_POSTGRES_URL", "postgres://u:p@127.0.0.1/db")]);
+        let c = Config::load(Some(Path::new("/dev/null")), vars, Overrides::default()).unwrap();
+        assert_eq!(
+            c.meta.postgres_url.as_deref(),
+            Some("postgres://u:p@127.0.0.1/db")
+        );
+        assert_eq!(Config::default().meta.postgres_url, None);
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl TestServer {
 
     async fn start_in(dir: TempDir, config: ServerConfig) -> TestServer {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
-        let server = Server::bind(listen, dir.path(), &config)
+        let server = Server::bind(listen, dir.path(), &Default::default(), &config)
             .await
             .expect("server binds and opens its data directory");
         let addr = server.local_addr().expect("bound address");

@@ -9,9 +9,14 @@ use crate::config::Config;
 
 /// Runs the server with `config` until a shutdown signal, then drains and exits.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let server = Server::bind(config.listen, &config.data_dir, &config.server)
-        .await
-        .context("starting pinfold serve")?;
+    let server = Server::bind(
+        config.listen,
+        &config.data_dir,
+        &config.meta,
+        &config.server,
+    )
+    .await
+    .context("starting pinfold serve")?;
     let addr = server.local_addr()?;
     let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
     // These two lines are the start-up contract scripts and tests read (the bound port when
@@ -19,6 +24,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "pinfold listening on http://{addr}")?;
     writeln!(out, "pinfold data in {}", data_dir.display())?;
+    if config.meta.postgres_url.is_some() {
+        writeln!(out, "pinfold metadata in postgresql")?;
+    }
     out.flush()?;
     drop(out);
     tracing::info!(%addr, data_dir = %data_dir.display(), "serving");

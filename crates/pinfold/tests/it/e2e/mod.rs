@@ -1,4 +1,6 @@
-//! End-to-end tests with real registry clients: skopeo and the Docker engine.
+//! End-to-end tests with real registry clients (skopeo, the Docker engine) and real backing
+//! services (PostgreSQL).
 
 mod docker;
+mod postgres;
 mod skopeo;

@@ -65,6 +65,8 @@ pub struct TestServer {
     addr: String,
     log: Arc<Mutex<VecDeque<String>>>,
     client: reqwest::Client,
+    /// Extra environment for the server process (e.g. `PINFOLD_META_POSTGRES_URL`).
+    env: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -73,8 +75,18 @@ impl TestServer {
         TestServer::start_target(Target::from_env()).await
     }
 
+    /// Starts Pinfold with extra environment variables (its configuration) on a fresh data
+    /// directory.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> TestServer {
+        TestServer::start_configured(Target::Pinfold, env).await
+    }
+
     /// Starts `target` on a fresh data directory and waits until it is healthy.
     pub async fn start_target(target: Target) -> TestServer {
+        TestServer::start_configured(target, &[]).await
+    }
+
+    async fn start_configured(target: Target, env: &[(&str, &str)]) -> TestServer {
         let mut server = TestServer {
             target,
             data_dir: tempfile::Builder::new()
@@ -92,6 +104,10 @@ impl TestServer {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("build HTTP client"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn().await;
         server
@@ -223,7 +239,8 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.target));
