@@ -10,3 +10,4 @@
 
 pub mod dockerfile;
 pub mod lint;
+pub mod packages;
