@@ -63,6 +63,22 @@ fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
     RangeRequest::Part { start, end }
 }
 
+/// Headers of a blob answer carrying `len` bytes.
+fn blob_headers(len: u64, digest: HeaderValue) -> [(header::HeaderName, HeaderValue); 4] {
+    [
+        (header::CONTENT_LENGTH, HeaderValue::from(len)),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+        (
+            header::HeaderName::from_static("docker-content-digest"),
+            digest,
+        ),
+    ]
+}
+
 pub async fn get(
     registry: &Registry,
     repo: &RepoName,
@@ -75,22 +91,7 @@ pub async fn get(
         HeaderValue::from_str(digest.as_str()).map_err(|e| OciError::internal(&e))?;
     if head {
         let size = registry.blob_size(repo, &digest).await?;
-        return Ok((
-            StatusCode::OK,
-            [
-                (header::CONTENT_LENGTH, HeaderValue::from(size)),
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                ),
-                (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
-                (
-                    header::HeaderName::from_static("docker-content-digest"),
-                    digest_header,
-                ),
-            ],
-        )
-            .into_response());
+        return Ok((StatusCode::OK, blob_headers(size, digest_header)).into_response());
     }
     let file = registry.open_blob(repo, &digest).await?;
     let size = file.size;
@@ -116,18 +117,7 @@ pub async fn get(
     };
     let mut response = (
         status,
-        [
-            (header::CONTENT_LENGTH, HeaderValue::from(len)),
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
-            (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                digest_header,
-            ),
-        ],
+        blob_headers(len, digest_header),
         Body::from_stream(file.into_stream(start, len)),
     )
         .into_response();

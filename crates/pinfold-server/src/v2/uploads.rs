@@ -80,9 +80,10 @@ fn parse_digest(text: Option<&String>) -> Result<Digest, OciError> {
 /// Fails a chunk's body when it does not carry exactly `expected` bytes (its `Content-Range`),
 /// so that the store rolls the append back. Needed where no `Content-Length` was checked
 /// (chunked transfer encoding).
+/// With `expected = None` (no `Content-Range`) the body passes through unchanged.
 fn exactly<S, E>(
     body: S,
-    expected: u64,
+    expected: Option<u64>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Send + Unpin
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + Unpin + 'static,
@@ -95,6 +96,11 @@ where
             if done {
                 return None;
             }
+            let Some(expected) = expected else {
+                let next = body.next().await?.map_err(|e| e.to_string());
+                let done = next.is_err();
+                return Some((next, (body, seen, done)));
+            };
             match body.next().await {
                 Some(Ok(chunk)) => {
                     let seen = seen + chunk.len() as u64;
@@ -213,15 +219,12 @@ pub async fn patch(
     body: Body,
 ) -> Result<Response, OciError> {
     let range = chunk_range(headers)?;
-    let body = body.into_data_stream();
-    let (id, offset) = match range {
-        Some((start, end)) => {
-            registry
-                .append_upload(repo, id, Some(start), exactly(body, end - start + 1))
-                .await?
-        }
-        None => registry.append_upload(repo, id, None, body).await?,
-    };
+    let body = exactly(
+        body.into_data_stream(),
+        range.map(|(start, end)| end - start + 1),
+    );
+    let start = range.map(|(start, _)| start);
+    let (id, offset) = registry.append_upload(repo, id, start, body).await?;
     session_response(StatusCode::ACCEPTED, repo, id.as_str(), offset)
 }
 
@@ -236,25 +239,15 @@ pub async fn put(
     let digest = parse_digest(query.get("digest"))?;
     let range = chunk_range(&parts.headers)?;
     let start = range.map(|(start, _)| start);
-    let final_chunk = has_body(&parts.headers).then(|| body.into_data_stream());
-    match (final_chunk, range) {
-        (Some(chunk), Some((start, end))) => {
-            registry
-                .complete_upload(
-                    repo,
-                    id,
-                    &digest,
-                    Some(start),
-                    Some(exactly(chunk, end - start + 1)),
-                )
-                .await?
-        }
-        (chunk, _) => {
-            registry
-                .complete_upload(repo, id, &digest, start, chunk)
-                .await?
-        }
-    }
+    let final_chunk = has_body(&parts.headers).then(|| {
+        exactly(
+            body.into_data_stream(),
+            range.map(|(start, end)| end - start + 1),
+        )
+    });
+    registry
+        .complete_upload(repo, id, &digest, start, final_chunk)
+        .await?;
     created(repo, &digest)
 }
 
