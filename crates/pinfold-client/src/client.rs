@@ -55,6 +55,11 @@ pub struct ClientConfig {
     pub tag_page_size: Option<usize>,
     /// Most `tags/list` pages followed before giving up. Default 1000.
     pub max_tag_pages: usize,
+    /// Hosts a redirect may lead to besides the registry's own (blob storage such as
+    /// `production.cloudflare.docker.com`; a leading `*.` admits subdomains). `None` (the
+    /// default, for the client tools) follows redirects anywhere; the mirror sets a list so an
+    /// upstream cannot send it to an arbitrary host.
+    pub redirect_hosts: Option<Vec<String>>,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +71,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(60),
             tag_page_size: None,
             max_tag_pages: 1000,
+            redirect_hosts: None,
         }
     }
 }
@@ -141,6 +147,42 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
+/// True when `host` is `allowed` or, for `*.suffix`, a subdomain of `suffix`.
+fn host_allowed(host: &str, allowed: &str) -> bool {
+    match allowed.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.ends_with('.')),
+        None => host.eq_ignore_ascii_case(allowed),
+    }
+}
+
+/// At most [`MAX_REDIRECTS`] hops, and with an allow-list only to the registry's own host
+/// (`api_host`, port ignored) or a listed one.
+fn redirect_policy(api_host: &str, allowed: Option<Vec<String>>) -> reqwest::redirect::Policy {
+    let Some(allowed) = allowed else {
+        return reqwest::redirect::Policy::limited(MAX_REDIRECTS);
+    };
+    let own = api_host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(api_host, |(host, _)| host)
+        .to_ascii_lowercase();
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let host = attempt.url().host_str().unwrap_or_default().to_ascii_lowercase();
+        if host == own || allowed.iter().any(|a| host_allowed(&host, a)) {
+            attempt.follow()
+        } else {
+            attempt.error(format!(
+                "redirect to {host} refused: not the registry's host nor a configured redirect host"
+            ))
+        }
+    })
+}
+
 impl RegistryClient {
     /// A client for `registry` (`host` or `host:port`, as in an image reference; `docker.io`
     /// means Docker Hub's API host), anonymous until [`with_credentials`](Self::with_credentials).
@@ -168,7 +210,7 @@ impl RegistryClient {
             .read_timeout(config.read_timeout)
             // reqwest drops Authorization (and cookies) when a redirect leaves the host, so
             // blob-storage redirects never see registry credentials; tested in tests/it.
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .redirect(redirect_policy(api_host, config.redirect_hosts.clone()))
             .user_agent(concat!("pinfold/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(RegistryClient {
@@ -370,6 +412,62 @@ impl RegistryClient {
             digest.clone(),
             size,
         ))
+    }
+
+    /// `GET` of a blob without hashing it: the stream still ends with an error when the body
+    /// is shorter or longer than `Content-Length`, but the digest is the caller's to check.
+    /// For the mirror, whose blob store hashes every byte it writes and refuses a mismatch:
+    /// hashing twice would cost a core for nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_blob`](Self::get_blob), without [`ClientError::DigestMismatch`].
+    pub async fn get_blob_unverified(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobStream, ClientError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let resp = self
+            .send(Method::GET, url, &pull_scope(repo), HeaderMap::new(), false)
+            .await?;
+        let resp = self.check(resp, &format!("{repo}@{digest}")).await?;
+        let size = content_length(&resp);
+        Ok(BlobStream::sized(resp.bytes_stream(), size))
+    }
+
+    /// The referrers of `digest` in `repo` (distribution-spec 1.1 referrers API) as the
+    /// descriptors of its image index; `None` when the registry does not offer the API (404
+    /// on the endpoint, as registries before 1.1 answer).
+    ///
+    /// # Errors
+    ///
+    /// Status errors other than 404; [`ClientError::InvalidResponse`] for a body that is not an
+    /// image index.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<pinfold_oci::Descriptor>>, ClientError> {
+        let url = self.url(&format!("v2/{repo}/referrers/{digest}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, accept_header(&[media_type::OCI_INDEX])?);
+        let resp = self
+            .send(Method::GET, url, &pull_scope(repo), headers, true)
+            .await?;
+        let resp = match self.check(resp, &format!("{repo} referrers of {digest}")).await {
+            Ok(resp) => resp,
+            Err(ClientError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let body = read_limited(resp, MAX_MANIFEST_BYTES)
+            .await?
+            .ok_or(ClientError::ManifestTooLarge {
+                limit: MAX_MANIFEST_BYTES,
+            })?;
+        let index = pinfold_oci::Manifest::parse(Some(media_type::OCI_INDEX), &body)
+            .map_err(|e| ClientError::InvalidResponse(format!("referrers index: {e}")))?;
+        Ok(Some(index.manifests))
     }
 
     /// The size of a blob, from a `HEAD` request.

@@ -10,7 +10,7 @@
 //!   run at open).
 //!
 //! All SQL lives in this crate, one module per table group (`repositories`, `blobs`,
-//! `manifests`, `tags`, `journal`, `uploads`), written once with `$N` placeholders and portable
+//! `manifests`, `tags`, `journal`, `uploads`, `mirror`), written once with `$N` placeholders and portable
 //! SQL and run on either engine (`engine.rs` explains how, and the few places where the engines
 //! differ). The schemas are `migrations/sqlite/` and `migrations/postgres/`, numbered alike.
 //! [`Meta::put_manifest`], [`Meta::move_tag`], [`Meta::delete_tag`] and
@@ -32,6 +32,7 @@ mod engine;
 mod error;
 mod journal;
 mod manifests;
+mod mirror;
 mod model;
 mod postgres;
 mod repositories;
@@ -41,6 +42,7 @@ mod uploads;
 
 pub use config::MetaConfig;
 pub use engine::Meta;
+pub use mirror::{DriftEvent, DriftResolution, MirrorTagState, UpstreamObservation};
 pub use error::MetaError;
 pub use model::{
     JournalEntry, ManifestRecord, NewManifest, ReferrerRecord, TagMove, TagMoveSource, UploadRecord,

@@ -67,6 +67,43 @@ pub struct NewManifest {
     pub children: Vec<Digest>,
 }
 
+impl NewManifest {
+    /// The record of `manifest`, whose bytes (`size` of them) hash to `digest`, in `repo`:
+    /// what it references, its subject and what the referrers API reports about it. One
+    /// place for pushes and the mirror alike.
+    pub fn describe(
+        repo: &RepoName,
+        digest: &Digest,
+        manifest: &pinfold_oci::Manifest,
+        size: u64,
+    ) -> NewManifest {
+        let mut blobs: Vec<Digest> = manifest
+            .required_blobs()
+            .map(|d| d.digest.clone())
+            .collect();
+        blobs.sort();
+        blobs.dedup();
+        let mut children: Vec<Digest> = manifest
+            .manifests
+            .iter()
+            .map(|d| d.digest.clone())
+            .collect();
+        children.sort();
+        children.dedup();
+        NewManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            media_type: manifest.kind.media_type().to_owned(),
+            size,
+            artifact_type: manifest.referrer_artifact_type().map(str::to_owned),
+            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
+            annotations: manifest.annotations.clone(),
+            blobs,
+            children,
+        }
+    }
+}
+
 /// A stored manifest, as needed to serve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestRecord {

@@ -355,6 +355,13 @@ impl BlobStore {
         Ok(id)
     }
 
+    /// The file holding an upload's bytes so far. The pull-through mirror opens it to stream a
+    /// blob to waiting clients while the upstream fetch is still writing it; an open handle
+    /// keeps reading the same bytes after the upload completes (renamed) or is cancelled.
+    pub fn upload_file_path(&self, id: &UploadId) -> PathBuf {
+        self.inner.layout.upload_path(id)
+    }
+
     /// Bytes received so far by an upload, or `None` if the upload is unknown.
     ///
     /// While an append is in flight this answers at once with the length before it (what the

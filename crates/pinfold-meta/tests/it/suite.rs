@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use pinfold_meta::{JournalEntry, Meta, MetaError, NewManifest, TagMove, TagMoveSource};
+use pinfold_meta::{
+    DriftResolution, JournalEntry, Meta, MetaError, NewManifest, TagMove, TagMoveSource,
+};
 use pinfold_oci::{Digest, RepoName, Tag};
 use time::OffsetDateTime;
 
@@ -23,6 +25,8 @@ macro_rules! for_each_suite_test {
             uploads_lifecycle,
             tags_only_point_at_manifests_of_their_repository,
             manifests_are_idempotent_and_deletable,
+            drift_events_follow_the_upstream,
+            mirror_tags_due_oldest_first,
         );
     };
 }
@@ -704,4 +708,150 @@ pub async fn manifests_are_idempotent_and_deletable(meta: &Meta) {
             (None, Some(index.digest.clone())),
         ]
     );
+}
+
+fn mirror_move() -> TagMove {
+    TagMove {
+        actor: "docker.io".into(),
+        source: TagMoveSource::Mirror,
+    }
+}
+
+/// The story: A is pinned, the upstream moves to B (drift opens, refreshes), then C
+/// (B superseded), back to A (reverted), to B again, and B is promoted (accepted).
+pub async fn drift_events_follow_the_upstream(meta: &Meta) {
+    let (r, t) = (repo("docker.io/library/ruby"), tag("2.7"));
+    let (a, b, c) = (
+        image("docker.io/library/ruby", "a"),
+        image("docker.io/library/ruby", "b"),
+        image("docker.io/library/ruby", "c"),
+    );
+    // Before the tag exists locally there is nothing to drift from.
+    let first = meta
+        .observe_upstream(&r, &t, "docker.io", Some(&a.digest))
+        .await
+        .unwrap();
+    assert_eq!(first.pinned, None);
+    assert!(first.drift.is_none());
+    assert_eq!(first.state.upstream_digest.as_ref(), Some(&a.digest));
+    let since_a = first.state.upstream_since.unwrap();
+
+    meta.put_manifest(&a, Some(&t), &mirror_move()).await.unwrap();
+    for m in [&b, &c] {
+        meta.put_manifest(m, None, &mirror_move()).await.unwrap();
+    }
+    let same = meta
+        .observe_upstream(&r, &t, "docker.io", Some(&a.digest))
+        .await
+        .unwrap();
+    assert_eq!(same.pinned.as_ref(), Some(&a.digest));
+    assert!(same.drift.is_none());
+    assert_eq!(same.state.upstream_since, Some(since_a), "unchanged upstream keeps its since");
+
+    let moved = meta
+        .observe_upstream(&r, &t, "docker.io", Some(&b.digest))
+        .await
+        .unwrap();
+    assert!(moved.new_drift);
+    let event = moved.drift.unwrap();
+    assert_eq!((&event.pinned_digest, &event.upstream_digest), (&a.digest, &b.digest));
+    assert!(moved.state.upstream_since.unwrap() >= since_a);
+    // The tag itself did not move.
+    assert_eq!(meta.resolve_tag(&r, &t).await.unwrap().unwrap().digest, a.digest);
+
+    let again = meta
+        .observe_upstream(&r, &t, "docker.io", Some(&b.digest))
+        .await
+        .unwrap();
+    assert!(!again.new_drift);
+    let refreshed = again.drift.unwrap();
+    assert_eq!(refreshed.id, event.id);
+    assert!(refreshed.last_seen >= event.last_seen);
+    assert_eq!(refreshed.first_seen, event.first_seen);
+
+    // A lost tag upstream keeps the event open.
+    let lost = meta.observe_upstream(&r, &t, "docker.io", None).await.unwrap();
+    assert_eq!(lost.state.upstream_digest, None);
+    assert_eq!(meta.drift_events(true, None, 10).await.unwrap().len(), 1);
+
+    // Upstream moves on to C: B's event is superseded, C's opens.
+    let to_c = meta
+        .observe_upstream(&r, &t, "docker.io", Some(&c.digest))
+        .await
+        .unwrap();
+    assert!(to_c.new_drift);
+    let all = meta.drift_events(false, None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].upstream_digest, c.digest, "newest first");
+    assert_eq!(all[1].resolution, Some(DriftResolution::Superseded));
+    assert!(all[1].resolved_at.is_some());
+
+    // Back to A: reverted.
+    meta.observe_upstream(&r, &t, "docker.io", Some(&a.digest))
+        .await
+        .unwrap();
+    assert!(meta.drift_events(true, None, 10).await.unwrap().is_empty());
+    let last = meta.drift_events(false, None, 1).await.unwrap();
+    assert_eq!(last[0].resolution, Some(DriftResolution::Reverted));
+
+    // To B again: a new event; promoting B and observing closes it as accepted.
+    let to_b = meta
+        .observe_upstream(&r, &t, "docker.io", Some(&b.digest))
+        .await
+        .unwrap();
+    let id = to_b.drift.unwrap().id;
+    let explanation = serde_json::json!({"ranked": [{"package": "ca-certificates"}]});
+    assert!(meta.set_drift_explanation(id, &explanation).await.unwrap());
+    assert!(!meta.set_drift_explanation(id + 1000, &explanation).await.unwrap());
+    meta.move_tag(
+        &r,
+        &t,
+        &b.digest,
+        &TagMove {
+            actor: "carol".into(),
+            source: TagMoveSource::Promote,
+        },
+    )
+    .await
+    .unwrap();
+    let settled = meta
+        .observe_upstream(&r, &t, "docker.io", Some(&b.digest))
+        .await
+        .unwrap();
+    assert!(settled.drift.is_none());
+    let event = meta.drift_event(id).await.unwrap().unwrap();
+    assert_eq!(event.resolution, Some(DriftResolution::Accepted));
+    assert_eq!(event.explanation, Some(explanation));
+    let history = meta.tag_history(&r, &t).await.unwrap();
+    assert_eq!(
+        moves(&history),
+        [(None, Some(a.digest.clone())), (Some(a.digest.clone()), Some(b.digest.clone()))]
+    );
+    assert_eq!(history[1].actor, "carol");
+    assert_eq!(history[1].source, TagMoveSource::Promote);
+}
+
+pub async fn mirror_tags_due_oldest_first(meta: &Meta) {
+    let r = repo("ghcr.io/org/app");
+    let d = digest("x");
+    meta.observe_upstream(&r, &tag("one"), "ghcr.io", Some(&d)).await.unwrap();
+    meta.record_upstream_failure(&r, &tag("two"), "ghcr.io", "upstream answered 429")
+        .await
+        .unwrap();
+    let later = OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let due = meta.mirror_tags_due(later, 10).await.unwrap();
+    let names: Vec<&str> = due.iter().map(|s| s.tag.as_str()).collect();
+    assert_eq!(names, ["one", "two"]);
+    assert_eq!(due[1].check_error.as_deref(), Some("upstream answered 429"));
+    assert_eq!(due[1].upstream_digest, None);
+    assert_eq!(meta.mirror_tags_due(later, 1).await.unwrap().len(), 1);
+    let earlier = OffsetDateTime::now_utc() - time::Duration::seconds(60);
+    assert!(meta.mirror_tags_due(earlier, 10).await.unwrap().is_empty());
+    // A failure keeps the last known digest.
+    meta.record_upstream_failure(&r, &tag("one"), "ghcr.io", "connection refused")
+        .await
+        .unwrap();
+    let one = meta.mirror_tag(&r, &tag("one")).await.unwrap().unwrap();
+    assert_eq!(one.upstream_digest, Some(d));
+    assert_eq!(one.check_error.as_deref(), Some("connection refused"));
 }

@@ -110,26 +110,14 @@ impl Registry {
             Reference::Tag(tag) => (Digest::sha256(&bytes), Some(tag)),
         };
 
-        let mut blobs: Vec<Digest> = manifest
-            .required_blobs()
-            .map(|d| d.digest.clone())
-            .collect();
-        blobs.sort();
-        blobs.dedup();
-        if let Some(missing) = self.meta().missing_blobs(repo, &blobs).await?.first() {
+        let record = NewManifest::describe(repo, &digest, &manifest, bytes.len() as u64);
+        if let Some(missing) = self.meta().missing_blobs(repo, &record.blobs).await?.first() {
             return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
                 .detail(format!("blob {missing} is not in {repo}")));
         }
-        let mut children: Vec<Digest> = manifest
-            .manifests
-            .iter()
-            .map(|d| d.digest.clone())
-            .collect();
-        children.sort();
-        children.dedup();
         if let Some(missing) = self
             .meta()
-            .missing_manifests(repo, &children)
+            .missing_manifests(repo, &record.children)
             .await?
             .first()
         {
@@ -138,18 +126,6 @@ impl Registry {
         }
 
         self.store().put_blob(&digest, bytes.clone()).await?;
-        let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
-        let record = NewManifest {
-            repo: repo.clone(),
-            digest: digest.clone(),
-            media_type: manifest.kind.media_type().to_owned(),
-            size: bytes.len() as u64,
-            artifact_type: manifest.referrer_artifact_type().map(str::to_owned),
-            subject: subject.clone(),
-            annotations: manifest.annotations.clone(),
-            blobs,
-            children,
-        };
         self.meta()
             .put_manifest(&record, tag.as_ref(), &Self::actor(TagMoveSource::Push))
             .await?;
@@ -157,7 +133,10 @@ impl Registry {
             self.cache().invalidate_reference(repo, tag.as_str());
         }
         self.cache().insert_bytes(&digest, bytes);
-        Ok(PushedManifest { digest, subject })
+        Ok(PushedManifest {
+            digest,
+            subject: record.subject,
+        })
     }
 
     /// Deletes a manifest by digest (and every tag on it), or only a tag.

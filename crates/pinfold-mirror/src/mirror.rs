@@ -1,0 +1,720 @@
+//! [`Mirror`]: pulls through to the upstreams and decides what a mirrored tag serves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use pinfold_client::ClientError;
+use pinfold_meta::{
+    ManifestRecord, Meta, MirrorTagState, NewManifest, TagMove, TagMoveSource, UpstreamObservation,
+};
+use pinfold_oci::{media_type, Digest, Manifest, Reference, RepoName, Tag};
+use pinfold_store::BlobStore;
+use time::OffsetDateTime;
+
+use crate::fetch::{FetchFailure, Fetches, Joined, Progress, Reporter};
+use crate::upstream::{Route, Upstream, Upstreams};
+use crate::{MirrorConfig, MirrorError, MirrorSettings, TagPolicy};
+
+/// Referrers fetched with one subject at most; more are left to a later pull.
+const MAX_REFERRERS: usize = 64;
+
+/// A manifest as the mirror serves it.
+#[derive(Debug, Clone)]
+pub struct PulledManifest {
+    /// The manifest to serve (its bytes are in the blob store).
+    pub record: ManifestRecord,
+    /// Set when the upstream could not be asked and the cached manifest is served instead:
+    /// the reason, for a `Warning` header and the log.
+    pub stale: Option<String>,
+}
+
+/// A blob as the mirror serves it.
+pub enum PulledBlob {
+    /// In the store and linked to the repository: serve it like any local blob.
+    Stored,
+    /// Being fetched from the upstream: these bytes follow the fetch.
+    Streaming {
+        /// The blob's size.
+        size: u64,
+        /// The bytes, from the first; ends with an error if the fetch fails.
+        stream: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    },
+}
+
+impl std::fmt::Debug for PulledBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PulledBlob::Stored => f.write_str("Stored"),
+            PulledBlob::Streaming { size, .. } => write!(f, "Streaming({size} bytes)"),
+        }
+    }
+}
+
+/// What a promotion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    /// Where the tag pointed before.
+    pub previous: Option<Digest>,
+    /// Where it points now.
+    pub digest: Digest,
+    /// False when it already pointed there (nothing journaled).
+    pub moved: bool,
+}
+
+/// What one upstream check of a tag found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckOutcome {
+    /// The upstream answered; the observation was recorded.
+    Observed(Box<UpstreamObservation>),
+    /// The upstream does not have the tag any more (the cached one is still served).
+    Gone,
+    /// The upstream could not be asked; the reason was recorded.
+    Failed(String),
+    /// Skipped: the upstream asked us to back off (429) until then.
+    BackingOff,
+}
+
+/// One pass of the drift poller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriftPass {
+    /// Tags checked upstream.
+    pub checked: usize,
+    /// New drift events opened.
+    pub new_drift: usize,
+    /// Tags moved by the follow or cooldown policy.
+    pub followed: usize,
+    /// Checks that failed.
+    pub failed: usize,
+    /// Checks skipped because their upstream is backing off.
+    pub skipped: usize,
+}
+
+/// The pull-through mirror over the local metadata and blob store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    upstreams: Upstreams,
+    settings: MirrorSettings,
+    meta: Meta,
+    store: BlobStore,
+    fetches: Arc<Fetches>,
+    max_blob_bytes: Option<u64>,
+    /// Upstreams that answered 429, and until when they are left alone.
+    backoff: Mutex<HashMap<String, Instant>>,
+}
+
+fn tag_move(actor: String, source: TagMoveSource) -> TagMove {
+    TagMove { actor, source }
+}
+
+impl Mirror {
+    /// A mirror of `config`'s upstreams writing to `meta` and `store`.
+    ///
+    /// # Errors
+    ///
+    /// [`MirrorError::Config`] for an invalid upstream.
+    pub fn new(
+        config: &MirrorConfig,
+        meta: Meta,
+        store: BlobStore,
+        max_blob_bytes: Option<u64>,
+    ) -> Result<Mirror, MirrorError> {
+        let timeout = Duration::from_secs(config.settings.upstream_timeout_seconds.max(1));
+        Ok(Mirror {
+            inner: Arc::new(Inner {
+                upstreams: Upstreams::new(&config.upstreams, timeout)?,
+                settings: config.settings.clone(),
+                meta,
+                store,
+                fetches: Arc::new(Fetches::default()),
+                max_blob_bytes,
+                backoff: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The configured upstreams.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.inner.upstreams
+    }
+
+    /// The poller's settings.
+    pub fn settings(&self) -> &MirrorSettings {
+        &self.inner.settings
+    }
+
+    /// The upstream `repo` is mirrored from, or `None` for a local repository.
+    pub fn route(&self, repo: &RepoName) -> Option<Route> {
+        self.inner.upstreams.route(repo)
+    }
+
+    /// Blob fetches in flight (for status pages and tests).
+    pub fn fetches_in_flight(&self) -> usize {
+        self.inner.fetches.len()
+    }
+
+    fn meta(&self) -> &Meta {
+        &self.inner.meta
+    }
+
+    fn store(&self) -> &BlobStore {
+        &self.inner.store
+    }
+
+    /// Resolves `reference` of the mirrored `repo`: from the cache when the tag policy says
+    /// so, else from the upstream, storing what it sends exactly as sent.
+    ///
+    /// By digest: served from the cache, or fetched once and kept. By tag: a tag never seen is
+    /// fetched and pinned; then `pin` serves the pinned digest without asking the upstream
+    /// (the drift poller watches it), `follow` and `cooldown` re-check the upstream once per
+    /// `refresh_seconds` and move the tag as their rule says. When the upstream cannot be
+    /// asked, the cached manifest is served with [`PulledManifest::stale`] set.
+    ///
+    /// # Errors
+    ///
+    /// [`MirrorError::NotFound`] when neither the cache nor the upstream has it;
+    /// [`MirrorError::Upstream`] / [`MirrorError::InvalidManifest`] when the upstream fails and
+    /// nothing is cached; metadata and store errors.
+    pub async fn manifest(
+        &self,
+        route: &Route,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<PulledManifest, MirrorError> {
+        match reference {
+            Reference::Digest(digest) => {
+                if let Some(record) = self.meta().manifest(repo, digest).await? {
+                    return Ok(PulledManifest {
+                        record,
+                        stale: None,
+                    });
+                }
+                let record = self.fetch_manifest(route, repo, reference, None).await?;
+                Ok(PulledManifest {
+                    record,
+                    stale: None,
+                })
+            }
+            Reference::Tag(tag) => {
+                let Some(pinned) = self.meta().resolve_tag(repo, tag).await? else {
+                    let record = self.fetch_manifest(route, repo, reference, Some(tag)).await?;
+                    self.meta()
+                        .observe_upstream(repo, tag, route.upstream.name(), Some(&record.digest))
+                        .await?;
+                    return Ok(PulledManifest {
+                        record,
+                        stale: None,
+                    });
+                };
+                if route.upstream.policy() == TagPolicy::Pin || !self.due(route, repo, tag).await? {
+                    return Ok(PulledManifest {
+                        record: pinned,
+                        stale: None,
+                    });
+                }
+                match self.check(route, repo, tag).await? {
+                    CheckOutcome::Failed(reason) => Ok(PulledManifest {
+                        record: pinned,
+                        stale: Some(reason),
+                    }),
+                    CheckOutcome::BackingOff => Ok(PulledManifest {
+                        record: pinned,
+                        stale: Some(format!(
+                            "upstream {} is rate limiting; serving the cached tag",
+                            route.upstream.name()
+                        )),
+                    }),
+                    CheckOutcome::Observed(_) | CheckOutcome::Gone => {
+                        let record = self.meta().resolve_tag(repo, tag).await?.unwrap_or(pinned);
+                        Ok(PulledManifest {
+                            record,
+                            stale: None,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when `tag` was last checked upstream longer ago than its upstream's refresh.
+    async fn due(&self, route: &Route, repo: &RepoName, tag: &Tag) -> Result<bool, MirrorError> {
+        let refresh = route.upstream.config.refresh_seconds;
+        Ok(match self.meta().mirror_tag(repo, tag).await? {
+            None => true,
+            Some(state) => {
+                state.checked_at + time::Duration::seconds(refresh.try_into().unwrap_or(i64::MAX))
+                    <= OffsetDateTime::now_utc()
+            }
+        })
+    }
+
+    /// Fetches a manifest upstream, stores its exact bytes and records it (and `tag`, journaled
+    /// as a mirror move). Referrers of the new manifest are fetched in the background.
+    async fn fetch_manifest(
+        &self,
+        route: &Route,
+        repo: &RepoName,
+        reference: &Reference,
+        tag: Option<&Tag>,
+    ) -> Result<ManifestRecord, MirrorError> {
+        let upstream = &route.upstream;
+        let fetched = upstream
+            .client
+            .get_manifest(&route.remote, reference)
+            .await
+            .map_err(|e| MirrorError::upstream(upstream.name(), e))?;
+        let record = self
+            .store_manifest(repo, upstream, &fetched.digest, &fetched.media_type, fetched.bytes, tag)
+            .await?;
+        let this = self.clone();
+        let (route, repo, subject) = (route.clone(), repo.clone(), record.digest.clone());
+        tokio::spawn(async move { this.fetch_referrers(&route, &repo, &subject).await });
+        Ok(record)
+    }
+
+    /// Stores verified manifest bytes and records them; the tag move (if any) is journaled
+    /// with the upstream as actor.
+    async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        upstream: &Upstream,
+        digest: &Digest,
+        content_type: &str,
+        bytes: Bytes,
+        tag: Option<&Tag>,
+    ) -> Result<ManifestRecord, MirrorError> {
+        let manifest = Manifest::parse(Some(content_type), &bytes).map_err(|source| {
+            MirrorError::InvalidManifest {
+                upstream: upstream.name().to_owned(),
+                source,
+            }
+        })?;
+        let size = bytes.len() as u64;
+        let record = NewManifest::describe(repo, digest, &manifest, size);
+        self.store().put_blob(digest, bytes).await?;
+        self.meta()
+            .put_manifest(
+                &record,
+                tag,
+                &tag_move(upstream.actor(), TagMoveSource::Mirror),
+            )
+            .await?;
+        Ok(ManifestRecord {
+            digest: digest.clone(),
+            media_type: record.media_type,
+            size,
+        })
+    }
+
+    /// Fetches the referrers (signatures, SBOMs) of `subject` that the upstream has and the
+    /// mirror does not. Best effort: failures are logged, the pull that triggered it is
+    /// already answered.
+    async fn fetch_referrers(&self, route: &Route, repo: &RepoName, subject: &Digest) {
+        let upstream = &route.upstream;
+        let referrers = match upstream.client.referrers(&route.remote, subject).await {
+            Ok(Some(list)) => list,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(upstream = upstream.name(), %subject, error = %e, "referrers not fetched");
+                return;
+            }
+        };
+        for descriptor in referrers.iter().take(MAX_REFERRERS) {
+            if !media_type::MANIFEST_TYPES.contains(&descriptor.media_type.as_str()) {
+                continue;
+            }
+            match self.meta().manifest(repo, &descriptor.digest).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking up a referrer");
+                    return;
+                }
+            }
+            let reference = Reference::Digest(descriptor.digest.clone());
+            let fetched = match upstream.client.get_manifest(&route.remote, &reference).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    tracing::warn!(upstream = upstream.name(), digest = %descriptor.digest, error = %e, "referrer not fetched");
+                    continue;
+                }
+            };
+            if let Err(e) = self
+                .store_manifest(repo, upstream, &fetched.digest, &fetched.media_type, fetched.bytes, None)
+                .await
+            {
+                tracing::warn!(digest = %descriptor.digest, error = %e, "referrer not stored");
+            }
+        }
+    }
+
+    /// Asks the upstream where `tag` points now, records the observation (opening or closing
+    /// drift events) and, under `follow` and `cooldown`, moves the tag when the rule allows.
+    ///
+    /// # Errors
+    ///
+    /// Metadata and store errors; upstream failures are outcomes, not errors.
+    pub async fn check(
+        &self,
+        route: &Route,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<CheckOutcome, MirrorError> {
+        let upstream = &route.upstream;
+        if self.backing_off(upstream.name()) {
+            return Ok(CheckOutcome::BackingOff);
+        }
+        let head = upstream
+            .client
+            .head_manifest(
+                &route.remote,
+                &Reference::Tag(tag.clone()),
+                &media_type::MANIFEST_TYPES,
+            )
+            .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(ClientError::NotFound { .. }) => {
+                self.meta()
+                    .observe_upstream(repo, tag, upstream.name(), None)
+                    .await?;
+                tracing::info!(%repo, %tag, upstream = upstream.name(), "tag is gone upstream; still serving the cached one");
+                return Ok(CheckOutcome::Gone);
+            }
+            Err(e) => {
+                if let ClientError::TooManyRequests { retry_after } = &e {
+                    let wait = retry_after.unwrap_or(Duration::from_secs(60));
+                    self.inner
+                        .backoff
+                        .lock()
+                        .insert(upstream.name().to_owned(), Instant::now() + wait);
+                }
+                let reason = format!("upstream {}: {e}", upstream.name());
+                tracing::warn!(%repo, %tag, %reason, "upstream check failed; serving the cache");
+                self.meta()
+                    .record_upstream_failure(repo, tag, upstream.name(), &reason)
+                    .await?;
+                return Ok(CheckOutcome::Failed(reason));
+            }
+        };
+        let observation = self
+            .meta()
+            .observe_upstream(repo, tag, upstream.name(), Some(&head.digest))
+            .await?;
+        let follow = match (upstream.policy(), &observation.pinned) {
+            (_, None) => false,
+            (_, Some(pinned)) if *pinned == head.digest => false,
+            (TagPolicy::Pin, _) => false,
+            (TagPolicy::Follow, _) => true,
+            (TagPolicy::Cooldown, _) => {
+                let cooldown = time::Duration::seconds(
+                    upstream.config.cooldown_seconds.try_into().unwrap_or(i64::MAX),
+                );
+                observation
+                    .state
+                    .upstream_since
+                    .is_some_and(|since| since + cooldown <= OffsetDateTime::now_utc())
+            }
+        };
+        if !follow {
+            return Ok(CheckOutcome::Observed(Box::new(observation)));
+        }
+        match self
+            .move_to(route, repo, tag, &head.digest, upstream.actor(), TagMoveSource::Mirror)
+            .await
+        {
+            Ok(_) => {
+                let settled = self
+                    .meta()
+                    .observe_upstream(repo, tag, upstream.name(), Some(&head.digest))
+                    .await?;
+                Ok(CheckOutcome::Observed(Box::new(settled)))
+            }
+            Err(e @ (MirrorError::Upstream { .. } | MirrorError::NotFound { .. } | MirrorError::InvalidManifest { .. })) => {
+                let reason = e.to_string();
+                self.meta()
+                    .record_upstream_failure(repo, tag, upstream.name(), &reason)
+                    .await?;
+                Ok(CheckOutcome::Failed(reason))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Points `tag` at `digest`, fetching the manifest first if the mirror does not hold it.
+    async fn move_to(
+        &self,
+        route: &Route,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        actor: String,
+        source: TagMoveSource,
+    ) -> Result<Promoted, MirrorError> {
+        if self.meta().manifest(repo, digest).await?.is_none() {
+            self.fetch_manifest(route, repo, &Reference::Digest(digest.clone()), None)
+                .await?;
+        }
+        let previous = self.meta().resolve_tag(repo, tag).await?.map(|r| r.digest);
+        let moved = self
+            .meta()
+            .move_tag(repo, tag, digest, &tag_move(actor, source))
+            .await?;
+        Ok(Promoted {
+            previous,
+            digest: digest.clone(),
+            moved,
+        })
+    }
+
+    /// Accepts an upstream move: points `tag` of the mirrored `repo` at `to`, or at what the
+    /// upstream says now when `to` is `None`, journaled as a promotion by `actor`. Open drift
+    /// events for that digest close as accepted.
+    ///
+    /// # Errors
+    ///
+    /// [`MirrorError::NotFound`] when the upstream has no such tag or digest; upstream,
+    /// metadata and store errors. Nothing moves then.
+    pub async fn promote(
+        &self,
+        route: &Route,
+        repo: &RepoName,
+        tag: &Tag,
+        to: Option<&Digest>,
+        actor: &str,
+    ) -> Result<Promoted, MirrorError> {
+        let upstream = &route.upstream;
+        let target = match to {
+            Some(digest) => digest.clone(),
+            None => {
+                upstream
+                    .client
+                    .head_manifest(
+                        &route.remote,
+                        &Reference::Tag(tag.clone()),
+                        &media_type::MANIFEST_TYPES,
+                    )
+                    .await
+                    .map_err(|e| MirrorError::upstream(upstream.name(), e))?
+                    .digest
+            }
+        };
+        let promoted = self
+            .move_to(route, repo, tag, &target, actor.to_owned(), TagMoveSource::Promote)
+            .await?;
+        // Close the events this settles, against the last known upstream digest.
+        let known = self
+            .meta()
+            .mirror_tag(repo, tag)
+            .await?
+            .and_then(|s| s.upstream_digest);
+        let observed = if to.is_none() { Some(target) } else { known };
+        self.meta()
+            .observe_upstream(repo, tag, upstream.name(), observed.as_ref())
+            .await?;
+        Ok(promoted)
+    }
+
+    fn backing_off(&self, upstream: &str) -> bool {
+        let mut backoff = self.inner.backoff.lock();
+        match backoff.get(upstream) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                backoff.remove(upstream);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// One pass of the drift poller: checks, at most `drift_concurrency` at a time, the
+    /// mirrored tags whose upstream's `refresh_seconds` have passed since their last check,
+    /// at most `drift_batch` of them, oldest check first.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors; upstream failures are counted in [`DriftPass::failed`].
+    pub async fn poll_drift(&self) -> Result<DriftPass, MirrorError> {
+        let upstreams = &self.inner.upstreams;
+        let Some(shortest) = upstreams.iter().map(|u| u.config.refresh_seconds).min() else {
+            return Ok(DriftPass::default());
+        };
+        let now = OffsetDateTime::now_utc();
+        let cutoff = now - time::Duration::seconds(shortest.try_into().unwrap_or(i64::MAX));
+        let due: Vec<(Route, MirrorTagState)> = self
+            .meta()
+            .mirror_tags_due(cutoff, self.inner.settings.drift_batch)
+            .await?
+            .into_iter()
+            .filter_map(|state| {
+                let route = self.route(&state.repository)?;
+                let refresh = route.upstream.config.refresh_seconds;
+                let next = state.checked_at
+                    + time::Duration::seconds(refresh.try_into().unwrap_or(i64::MAX));
+                (next <= now).then_some((route, state))
+            })
+            .collect();
+        let concurrency = self.inner.settings.drift_concurrency.max(1);
+        let outcomes: Vec<Result<CheckOutcome, MirrorError>> =
+            futures_util::stream::iter(due.into_iter().map(|(route, state)| async move {
+                self.check(&route, &state.repository, &state.tag).await
+            }))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut pass = DriftPass::default();
+        for outcome in outcomes {
+            match outcome? {
+                CheckOutcome::Observed(obs) => {
+                    pass.checked += 1;
+                    if obs.new_drift {
+                        pass.new_drift += 1;
+                    }
+                }
+                CheckOutcome::Gone => pass.checked += 1,
+                CheckOutcome::Failed(_) => pass.failed += 1,
+                CheckOutcome::BackingOff => pass.skipped += 1,
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Makes `digest` of the mirrored `repo` servable: already stored (linked now if need
+    /// be), or being fetched from the upstream by exactly one request however many clients
+    /// ask at once, each of them streaming the bytes as they arrive.
+    ///
+    /// # Errors
+    ///
+    /// [`MirrorError::NotFound`] when the upstream does not have it; [`MirrorError::FetchFailed`]
+    /// when the upstream fetch fails before streaming starts; metadata and store errors.
+    pub async fn blob(
+        &self,
+        route: &Route,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<PulledBlob, MirrorError> {
+        if self.meta().repo_blob_size(repo, digest).await?.is_some() {
+            return Ok(PulledBlob::Stored);
+        }
+        if let Some(size) = self.store().blob_size(digest).await? {
+            // Content addressing: the bytes are the ones the upstream would send.
+            self.meta().link_blob(repo, digest, size).await?;
+            return Ok(PulledBlob::Stored);
+        }
+        let fetch = match self.inner.fetches.join(digest) {
+            Joined::Existing(fetch) => fetch,
+            Joined::Started(fetch, reporter) => {
+                // Its own task: a client hanging up must not cancel the others' fetch.
+                let this = self.clone();
+                let (route, repo, digest) = (route.clone(), repo.clone(), digest.clone());
+                tokio::spawn(async move { this.fetch_blob(route, repo, digest, reporter).await });
+                fetch
+            }
+        };
+        let wait = Duration::from_secs(self.inner.settings.upstream_timeout_seconds.max(1));
+        match fetch.tail(wait).await {
+            Ok((size, tail)) => Ok(PulledBlob::Streaming {
+                size,
+                stream: tail.into_stream().boxed(),
+            }),
+            Err(FetchFailure { missing: true, .. }) => Err(MirrorError::NotFound {
+                upstream: route.upstream.name().to_owned(),
+                what: format!("{}@{digest}", route.remote),
+            }),
+            Err(FetchFailure { reason, .. }) => Err(MirrorError::FetchFailed {
+                digest: digest.clone(),
+                reason,
+            }),
+        }
+    }
+
+    /// The one upstream GET of a blob, written through an upload session and completed
+    /// (verified, fsynced, renamed) only when every byte arrived and the digest matches.
+    async fn fetch_blob(&self, route: Route, repo: RepoName, digest: Digest, reporter: Reporter) {
+        let upstream = &route.upstream;
+        let result = self.fetch_blob_into_store(&route, &repo, &digest, &reporter).await;
+        match result {
+            Ok(()) => {}
+            Err(e @ MirrorError::NotFound { .. }) => {
+                reporter.report(Progress::Failed(FetchFailure {
+                    missing: true,
+                    reason: e.to_string(),
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(upstream = upstream.name(), %digest, error = %e, "blob fetch failed; nothing stored");
+                reporter.report(Progress::Failed(FetchFailure::new(e.to_string())));
+            }
+        }
+    }
+
+    async fn fetch_blob_into_store(
+        &self,
+        route: &Route,
+        repo: &RepoName,
+        digest: &Digest,
+        reporter: &Reporter,
+    ) -> Result<(), MirrorError> {
+        let upstream = &route.upstream;
+        let stream = upstream
+            .client
+            .get_blob_unverified(&route.remote, digest)
+            .await
+            .map_err(|e| MirrorError::upstream(upstream.name(), e))?;
+        let Some(size) = stream.size() else {
+            return Err(MirrorError::FetchFailed {
+                digest: digest.clone(),
+                reason: "the upstream sent no Content-Length".into(),
+            });
+        };
+        if let Some(max) = self.inner.max_blob_bytes.filter(|max| size > *max) {
+            return Err(MirrorError::FetchFailed {
+                digest: digest.clone(),
+                reason: format!("blob is {size} bytes, over server.max_blob_bytes ({max})"),
+            });
+        }
+        let store = self.store();
+        let id = store.create_upload().await?;
+        reporter.report(Progress::Streaming {
+            path: store.upload_file_path(&id),
+            size,
+            received: 0,
+        });
+        let counted = stream.map(|chunk| {
+            if let Ok(bytes) = &chunk {
+                reporter.received(bytes.len() as u64);
+            }
+            chunk
+        });
+        let written = async {
+            store.append_upload(&id, Some(0), counted, Some(size)).await?;
+            store.complete_upload(&id, digest).await
+        }
+        .await;
+        if let Err(e) = written {
+            // A digest mismatch or a cut-off body: nothing becomes visible.
+            if let Err(cancel) = store.cancel_upload(&id).await {
+                tracing::warn!(error = %cancel, "removing a failed fetch's upload file");
+            }
+            return Err(MirrorError::FetchFailed {
+                digest: digest.clone(),
+                reason: e.to_string(),
+            });
+        }
+        self.meta().link_blob(repo, digest, size).await?;
+        reporter.report(Progress::Done {
+            path: store.upload_file_path(&id),
+            size,
+        });
+        Ok(())
+    }
+}
