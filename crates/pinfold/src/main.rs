@@ -44,6 +44,14 @@ enum Command {
     /// Exit codes: 0 no finding at or above --fail-level; 1 findings; 2 unreadable file or
     /// syntax error.
     Lint(cmd::lint::LintArgs),
+    /// Explain how two images differ: config, layers, packages, files, and a ranking of the
+    /// changes most likely to break a build (trust store, TLS libraries, libc, time zone,
+    /// /bin/sh, users) with the layer each came from.
+    ///
+    /// Each image is `oci:<dir>[:<ref>]`, `docker-archive:<file.tar>[:<ref>]` or a registry
+    /// reference (credentials from ~/.docker/config.json). Exit codes: 0 equal; 1 different;
+    /// 2 error.
+    Diff(cmd::diff::DiffArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,5 +87,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lint(args) => cmd::lint::run(args),
+        Command::Diff(args) => runtime.block_on(cmd::diff::run(args)),
     }
 }

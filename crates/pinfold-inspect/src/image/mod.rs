@@ -82,14 +82,17 @@ impl fmt::Display for ImageSource {
     }
 }
 
-/// `<path>[:<ref>]`: the whole text when it exists as a path, else split at the last `:` when
-/// the part before exists (skopeo's syntax), else the whole text (which then fails as missing).
+/// `<path>[:<ref>]`: the whole text when it exists as a path, else split at the first `:` after
+/// which the part before exists (skopeo's syntax), else the whole text (which then fails as
+/// missing).
 fn split_path_ref(text: &str) -> (PathBuf, Option<String>) {
     if Path::new(text).exists() {
         return (PathBuf::from(text), None);
     }
-    if let Some((path, reference)) = text.rsplit_once(':') {
-        if !reference.is_empty() && !reference.contains('/') && Path::new(path).exists() {
+    // A docker-archive reference has its own colon (`app:1`): try every split point.
+    for (at, _) in text.match_indices(':') {
+        let (path, reference) = (&text[..at], &text[at + 1..]);
+        if !reference.is_empty() && Path::new(path).exists() {
             return (PathBuf::from(path), Some(reference.to_owned()));
         }
     }

@@ -181,6 +181,13 @@ impl<'a> FsView<'a> {
     /// targets restart at the root, `..` stops at the root) to an entry that is not a symlink.
     /// `None` when a component is missing or more than [`MAX_SYMLINK_HOPS`] links are followed.
     pub fn resolve(&self, path: &str) -> Option<(String, Placed<'a>)> {
+        self.resolve_tracking(path)
+            .map(|(p, placed, _)| (p, placed))
+    }
+
+    /// As [`resolve`](Self::resolve), also returning the newest layer among the final entry
+    /// and every symlink followed: the layer that last changed what `path` means.
+    pub fn resolve_tracking(&self, path: &str) -> Option<(String, Placed<'a>, usize)> {
         let mut pending: Vec<String> = path
             .split('/')
             .rev()
@@ -189,6 +196,7 @@ impl<'a> FsView<'a> {
             .collect();
         let mut resolved: Vec<String> = Vec::new();
         let mut hops = 0;
+        let mut newest = 0;
         // Bounded: each turn pops a component; symlinks push components at most
         // MAX_SYMLINK_HOPS times.
         while let Some(component) = pending.pop() {
@@ -208,6 +216,7 @@ impl<'a> FsView<'a> {
                 continue;
             };
             if placed.entry.kind == FileKind::Symlink {
+                newest = newest.max(placed.layer);
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
                     return None;
@@ -228,7 +237,7 @@ impl<'a> FsView<'a> {
         }
         let joined = resolved.join("/");
         let placed = *self.files.get(joined.as_str())?;
-        Some((joined, placed))
+        Some((joined, placed, newest.max(placed.layer)))
     }
 }
 

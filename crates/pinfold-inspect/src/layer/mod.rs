@@ -352,7 +352,8 @@ impl<R: Read> Read for Source<'_, R> {
 
 /// The decompressed tar stream.
 enum Decoder<R: BufRead> {
-    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    // Boxed: the inflate state is large, the other variants are small.
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
     Plain(R),
 }
@@ -360,7 +361,7 @@ enum Decoder<R: BufRead> {
 impl<R: BufRead> Decoder<R> {
     fn into_inner(self) -> R {
         match self {
-            Decoder::Gzip(d) => d.into_inner(),
+            Decoder::Gzip(d) => (*d).into_inner(),
             Decoder::Zstd(d) => d.finish(),
             Decoder::Plain(r) => r,
         }
@@ -431,7 +432,7 @@ pub fn index_layer<R: Read>(
     let (compression, decoder) = match magic {
         Some([0x1f, 0x8b, _, _]) => (
             Compression::Gzip,
-            Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(buffered)),
+            Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered))),
         ),
         Some([0x28, 0xb5, 0x2f, 0xfd]) => {
             let d = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|e| {
@@ -468,7 +469,23 @@ pub fn index_layer<R: Read>(
             }
             Err(e) => Err(builder.io_error(e, &failure)),
         },
-        Err(e) => Err(e),
+        Err(e) => {
+            // A corrupt stream is often a corrupt or wrong blob: when the rest of the blob can be
+            // read, its digest tells which, and a mismatch is the better answer.
+            if matches!(e, LayerError::Tar { .. } | LayerError::Decompress { .. }) {
+                let mut raw = decoded.decoder.into_inner();
+                if io::copy(&mut raw, &mut io::sink()).is_ok() {
+                    let actual = raw.into_inner().digester.finalize();
+                    if actual != *digest {
+                        return Err(LayerError::DigestMismatch {
+                            expected: digest.clone(),
+                            actual,
+                        });
+                    }
+                }
+            }
+            Err(e)
+        }
     };
     let source = match drained {
         Ok(source) => source,

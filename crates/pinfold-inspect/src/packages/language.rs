@@ -120,8 +120,7 @@ pub fn parse_gemspec(path: &str, bytes: &[u8]) -> Result<Package, LanguageError>
     // `name-with-dashes-1.2.3`: the version is after the last dash followed by a digit.
     let from_file = stem
         .char_indices()
-        .filter(|&(i, c)| c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
-        .last()
+        .rfind(|&(i, c)| c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
         .map(|(i, _)| (stem[..i].to_owned(), stem[i + 1..].to_owned()));
     let (name, version) = match (name, version, from_file) {
         (Some(n), Some(v), _) => (n, v),
