@@ -13,5 +13,6 @@
 //! A missing client tool fails the test: a skipped real-client test would read as a pass.
 
 mod crash;
+mod diff;
 mod e2e;
 mod harness;
