@@ -253,12 +253,13 @@ cat "${BLOBS[@]}" > /dev/null   # 3. into the page cache
 
 # ------------------------------------------------------------------------------------------
 # 4. timed runs
-# `/usr/bin/time -v` output -> "seconds max_rss_kib"
+# `/usr/bin/time -v` output -> "seconds max_rss_kib cpu_seconds" (cpu = user + system)
 parse_time() {
   awk -F': ' '
     /Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i] }
     /Maximum resident set size/ { rss = $2 }
-    END { printf "%.3f %d\n", s, rss }' "$1"
+    /User time \(seconds\)|System time \(seconds\)/ { cpu += $2 }
+    END { printf "%.3f %d %.2f\n", s, rss, cpu }' "$1"
 }
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
@@ -268,16 +269,16 @@ for ((i = 1; i <= RUNS; i++)); do
   log "run $i/$RUNS: gzip -dc of the $((2 * LAYERS)) layer blobs"
   timeout "$RUN_TIMEOUT" /usr/bin/time -v -o "$WORK/gunzip.time" gzip -dc "${BLOBS[@]}" > /dev/null ||
     die "gzip -dc failed"
-  read -r g_s g_rss < <(parse_time "$WORK/gunzip.time")
+  read -r g_s g_rss g_cpu < <(parse_time "$WORK/gunzip.time")
   log "run $i/$RUNS: pinfold diff --no-cache"
   rc=0
   timeout "$RUN_TIMEOUT" /usr/bin/time -v -o "$WORK/diff.time" \
     "$PINFOLD_BIN" "${DIFF_ARGS[@]}" > "$WORK/report.json" 2> "$WORK/diff.err" || rc=$?
   # `pinfold diff` exits 1 when the images differ, which they do.
   ((rc == 1)) || { cat "$WORK/diff.err" >&2; die "pinfold diff exited $rc (expected 1)"; }
-  read -r d_s d_rss < <(parse_time "$WORK/diff.time")
-  printf 'run=%d gunzip_s=%s gunzip_rss_kib=%s diff_s=%s diff_rss_kib=%s\n' \
-    "$i" "$g_s" "$g_rss" "$d_s" "$d_rss" | tee -a "$RES/runs.txt" >&2
+  read -r d_s d_rss d_cpu < <(parse_time "$WORK/diff.time")
+  printf 'run=%d gunzip_s=%s gunzip_rss_kib=%s diff_s=%s diff_rss_kib=%s gunzip_cpu_s=%s diff_cpu_s=%s\n' \
+    "$i" "$g_s" "$g_rss" "$d_s" "$d_rss" "$g_cpu" "$d_cpu" | tee -a "$RES/runs.txt" >&2
 done
 jq '{equal, a: .a, b: .b, packages: (.packages | length), files: .files | {added, removed, modified},
      explanation: .explanation.items[:3]}' "$WORK/report.json" > "$RES/report-excerpt.json"
@@ -289,7 +290,7 @@ rc=0
 /usr/bin/time -v -o "$WORK/cached.time" "$PINFOLD_BIN" diff --cache-dir "$CACHE" --json \
   "oci:$WORK/a" "oci:$WORK/b" > /dev/null 2>&1 || rc=$?
 ((rc == 1)) || die "cached pinfold diff exited $rc (expected 1)"
-read -r c_s c_rss < <(parse_time "$WORK/cached.time")
+read -r c_s c_rss _ < <(parse_time "$WORK/cached.time")
 
 # ------------------------------------------------------------------------------------------
 # 6. summary
@@ -297,6 +298,9 @@ G=$(awk '{split($2, a, "="); print a[2]}' "$RES/runs.txt" | median)
 D=$(awk '{split($4, a, "="); print a[2]}' "$RES/runs.txt" | median)
 R=$(awk '{split($5, a, "="); print a[2]}' "$RES/runs.txt" | sort -n | tail -1)
 RATIO=$(awk -v d="$D" -v g="$G" 'BEGIN {printf "%.2f", d / g}')
+# CPU seconds (user + system): what the diff would take on one core, for information.
+GC=$(awk '{split($6, a, "="); print a[2]}' "$RES/runs.txt" | median)
+DC=$(awk '{split($7, a, "="); print a[2]}' "$RES/runs.txt" | median)
 RSS_MIB=$(awk -v r="$R" 'BEGIN {printf "%.1f", r / 1024}')
 TIME_OK=$(awk -v r="$RATIO" 'BEGIN {print (r <= 2.0) ? "PASS" : "FAIL"}')
 RSS_OK=$(awk -v r="$RSS_MIB" 'BEGIN {print (r <= 200) ? "PASS" : "FAIL"}')
@@ -305,16 +309,19 @@ GIT_DESC=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
   printf '| target | measured | reference (same run) | ratio | goal | result |\n|---|---:|---:|---:|---|---|\n'
   printf '| diff of 2 x %d MiB of gzip layers vs gunzip of them (median of %d) | %.2f s | %.2f s | %sx | <= 2x | %s |\n' \
     "$MIB" "$RUNS" "$D" "$G" "$RATIO" "$TIME_OK"
+  printf '| CPU time (user + system), median (information) | %.2f s | %.2f s | %sx | | |\n' \
+    "$DC" "$GC" "$(awk -v d="$DC" -v g="$GC" 'BEGIN {printf "%.2f", d / g}')"
   printf '| peak RSS of pinfold diff (max over runs) | %s MiB | | | <= 200 MiB | %s |\n' "$RSS_MIB" "$RSS_OK"
   printf '| second diff, layer cache warm (information) | %.2f s, %.1f MiB | | | | |\n' "$c_s" "$(awk -v r="$c_rss" 'BEGIN {print r / 1024}')"
   printf '\n%d layer blobs, %d MiB gzip, %d MiB tar; git %s; per run: see runs.txt\n' \
     "${#BLOBS[@]}" "$((BLOB_BYTES / 1048576))" "$((TAR_BYTES / 1048576))" "$GIT_DESC"
 } > "$RES/summary.md"
 jq -n --arg g "$G" --arg d "$D" --arg ratio "$RATIO" --arg rss "$RSS_MIB" --arg c "$c_s" \
-  --arg t "$TIME_OK" --arg m "$RSS_OK" --argjson mib "$MIB" --argjson runs "$RUNS" \
+  --arg gc "$GC" --arg dc "$DC" --arg t "$TIME_OK" --arg m "$RSS_OK" --argjson mib "$MIB" --argjson runs "$RUNS" \
   --argjson blob "$BLOB_BYTES" --argjson tar "$TAR_BYTES" --arg git "$GIT_DESC" \
   '{mib_per_image: $mib, runs: $runs, blob_bytes: $blob, tar_bytes: $tar, git: $git,
     gunzip_median_s: ($g | tonumber), diff_median_s: ($d | tonumber), ratio: ($ratio | tonumber),
+    gunzip_cpu_median_s: ($gc | tonumber), diff_cpu_median_s: ($dc | tonumber),
     diff_peak_rss_mib: ($rss | tonumber), cached_diff_s: ($c | tonumber),
     time_target: $t, rss_target: $m}' > "$RES/summary.json"
 cat "$RES/summary.md"
