@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::explain::explain;
 use super::{
-    ConfigChange, DiffReport, FileChange, FileChangeKind, FileDiff, FileState, ImageSummary,
-    LayerDiff, LayerRef, LayerSummary, PackageChange, PackageChangeKind, REPORT_FORMAT,
+    ConfigChange, DiffReport, FileChange, FileChangeKind, FileDiff, ImageSummary, LayerDiff,
+    LayerRef, LayerSummary, PackageChange, PackageChangeKind, REPORT_FORMAT,
 };
 use crate::image::{Image, ImageConfig};
 use crate::layer::fs::FsView;
@@ -301,18 +301,6 @@ fn compare_packages(va: &FsView<'_>, vb: &FsView<'_>, b: &Image) -> Vec<PackageC
     out
 }
 
-fn state(e: &FileEntry) -> FileState {
-    FileState {
-        kind: e.kind,
-        size: e.size,
-        mode: e.mode,
-        uid: e.uid,
-        gid: e.gid,
-        sha256: e.sha256.clone(),
-        link_target: e.link_target.clone(),
-    }
-}
-
 /// Which properties of a path differ.
 pub(super) fn differing_fields(a: &FileEntry, b: &FileEntry) -> Vec<String> {
     let mut out = Vec::new();
@@ -360,7 +348,7 @@ fn compare_files(va: &FsView<'_>, vb: &FsView<'_>, b: &Image) -> FileDiff {
                     path: format!("/{path}"),
                     change: FileChangeKind::Removed,
                     fields: Vec::new(),
-                    a: Some(state(placed.entry)),
+                    a: Some(placed.entry.clone()),
                     b: None,
                     layer: vb.removed_by(path).and_then(|i| layer_ref(b, i)),
                 });
@@ -375,7 +363,7 @@ fn compare_files(va: &FsView<'_>, vb: &FsView<'_>, b: &Image) -> FileDiff {
                     change: FileChangeKind::Added,
                     fields: Vec::new(),
                     a: None,
-                    b: Some(state(placed.entry)),
+                    b: Some(placed.entry.clone()),
                     layer: layer_ref(b, placed.layer),
                 });
             }
@@ -392,8 +380,8 @@ fn compare_files(va: &FsView<'_>, vb: &FsView<'_>, b: &Image) -> FileDiff {
                     path: format!("/{path}"),
                     change: FileChangeKind::Modified,
                     fields,
-                    a: Some(state(pa.entry)),
-                    b: Some(state(pb.entry)),
+                    a: Some(pa.entry.clone()),
+                    b: Some(pb.entry.clone()),
                     layer: layer_ref(b, pb.layer),
                 });
             }

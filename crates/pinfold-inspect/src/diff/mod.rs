@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::{Image, ImageError};
 use crate::layer::cache::LayerCache;
-use crate::layer::{index_layer, FileKind, LayerError, LayerIndex};
+use crate::layer::{index_layer, FileEntry, LayerError, LayerIndex};
 use crate::packages::Ecosystem;
 
 pub use compare::compare;
@@ -361,27 +361,6 @@ pub enum FileChangeKind {
     Modified,
 }
 
-/// A path's state on one side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileState {
-    /// Type.
-    pub kind: FileKind,
-    /// Size (regular files).
-    pub size: u64,
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u64,
-    /// Group.
-    pub gid: u64,
-    /// Content SHA-256 (regular files).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Link target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_target: Option<String>,
-}
-
 /// One path difference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileChange {
@@ -392,12 +371,12 @@ pub struct FileChange {
     /// For modifications: which of `type`, `size`, `mode`, `owner`, `content`, `target` differ.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
-    /// State in A.
+    /// The entry in A (its `path` is relative, as in the layer index).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a: Option<FileState>,
-    /// State in B.
+    pub a: Option<FileEntry>,
+    /// The entry in B.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub b: Option<FileState>,
+    pub b: Option<FileEntry>,
     /// The layer of B that wrote (or removed) the path, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<LayerRef>,
