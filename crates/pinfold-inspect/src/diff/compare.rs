@@ -12,7 +12,7 @@ use super::{
 };
 use crate::image::{Image, ImageConfig};
 use crate::layer::fs::FsView;
-use crate::layer::{FileEntry, FileKind, LayerIndex};
+use crate::layer::{FileEntry, LayerIndex};
 use crate::packages::{compare_versions, PackageKey};
 
 /// Compares image `a` (with its layers' indexes, in order) to image `b`.
@@ -307,7 +307,7 @@ pub(super) fn differing_fields(a: &FileEntry, b: &FileEntry) -> Vec<String> {
     if a.kind != b.kind {
         out.push("type".to_owned());
     }
-    if a.kind == FileKind::File && b.kind == FileKind::File && a.size != b.size {
+    if a.kind == b.kind && a.size != b.size {
         out.push("size".to_owned());
     }
     if a.mode != b.mode {

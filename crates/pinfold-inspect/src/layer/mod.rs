@@ -100,7 +100,7 @@ pub struct FileEntry {
     pub path: String,
     /// Entry type.
     pub kind: FileKind,
-    /// Content size in bytes (0 for everything but regular files).
+    /// Content size in bytes (0 for everything but regular files and hard links to them).
     pub size: u64,
     /// Permission bits, including setuid/setgid/sticky (`0o7777` mask).
     pub mode: u32,
@@ -108,7 +108,8 @@ pub struct FileEntry {
     pub uid: u64,
     /// Owner group id.
     pub gid: u64,
-    /// Lowercase hex SHA-256 of the content (regular files only).
+    /// Lowercase hex SHA-256 of the content (regular files, and hard links to a file of the
+    /// same layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// Symlink target as written, or a hard link's normalised target path.
@@ -730,7 +731,33 @@ fn walk_tar<R: BufRead>(decoded: &mut Decoded<R>, b: &mut Builder<'_>) -> Result
             link_target,
         });
     }
+    fill_hardlink_content(&mut b.entries);
     Ok(())
+}
+
+/// Gives each hard link the size and content hash of the file it links to (an earlier entry
+/// of the same layer, as tar requires), so a hard-linked file whose content changed shows as
+/// modified. Links to paths the layer does not hold keep no hash.
+fn fill_hardlink_content(entries: &mut [FileEntry]) {
+    let targets: std::collections::HashSet<String> = entries
+        .iter()
+        .filter(|e| e.kind == FileKind::Hardlink)
+        .filter_map(|e| e.link_target.clone())
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let content: std::collections::HashMap<String, (u64, Option<String>)> = entries
+        .iter()
+        .filter(|e| e.kind == FileKind::File && targets.contains(&e.path))
+        .map(|e| (e.path.clone(), (e.size, e.sha256.clone())))
+        .collect();
+    for e in entries.iter_mut().filter(|e| e.kind == FileKind::Hardlink) {
+        if let Some((size, sha256)) = e.link_target.as_ref().and_then(|t| content.get(t)) {
+            e.size = *size;
+            e.sha256.clone_from(sha256);
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -794,6 +821,28 @@ mod tests {
             Some(Digest::sha256(b"box\n").encoded())
         );
         assert_eq!(gz.uncompressed_size, tar.len() as u64);
+    }
+
+    #[test]
+    fn hard_links_carry_their_target_content() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o755);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "usr/bin/perl5.36", &b"perl!"[..])
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_entry_type(tar::EntryType::Link);
+        b.append_link(&mut h, "usr/bin/perl", "usr/bin/perl5.36")
+            .unwrap();
+        let got = index(&b.into_inner().unwrap()).unwrap();
+        let link = &got.entries[1];
+        assert_eq!(link.kind, FileKind::Hardlink);
+        assert_eq!(link.link_target.as_deref(), Some("usr/bin/perl5.36"));
+        assert_eq!(link.size, 5);
+        assert_eq!(link.sha256, got.entries[0].sha256);
     }
 
     #[test]

@@ -164,7 +164,11 @@ pub async fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     // anstream drops the styles when stdout is not a terminal or NO_COLOR is set.
     let mut out = anstream::stdout().lock();
     match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        Format::Json => {
+            // Streamed: a diff of large images lists every changed file.
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
         Format::Markdown => write!(out, "{}", render::to_markdown(&report))?,
         Format::Text => render::write_text(&mut out, &report, true)?,
     }
