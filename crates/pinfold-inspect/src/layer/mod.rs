@@ -30,7 +30,8 @@ use crate::packages::{self, DbKind, Package, PackageError};
 use path::UnsafePath;
 
 /// Version of the [`LayerIndex`] format; a cached index of another version is recomputed.
-pub const INDEX_FORMAT: u32 = 1;
+/// 2: hard links carry their target's size and hash.
+pub const INDEX_FORMAT: u32 = 2;
 
 /// Most entries accepted in one layer (a full Debian with desktop has about 400k files).
 pub const MAX_ENTRIES: usize = 5_000_000;

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::harness::{
     gzip, require_tool, sha256_digest, tar_archive, to_json_bytes, write_oci_layout, Blob, Image,
-    RegistryClient, Rng, TarEntry, TestServer, Tool, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
+    ImageIndex, RegistryClient, Rng, TarEntry, TestServer, Tool, OCI_CONFIG, OCI_LAYER_GZIP,
+    OCI_MANIFEST,
 };
 
 /// A scratch world for one `pinfold diff` run.
@@ -473,6 +474,57 @@ async fn diff_registry_reference_against_oci_layout() {
     assert_eq!(
         report["explanation"]["items"][0]["subject"],
         "ca-certificates"
+    );
+}
+
+/// A multi-platform index in a registry: `--platform` picks the manifest, and a platform the
+/// index lacks is an error naming the ones it has.
+#[tokio::test]
+async fn diff_registry_index_selects_the_platform() {
+    let server = TestServer::start().await;
+    let registry = RegistryClient::new(server.client().clone(), &server.url());
+    let mut rng = Rng::new();
+    let repo = format!("it/diff-multi-{}", rng.token());
+    let index = ImageIndex::random(&mut rng, &["amd64", "arm64"], 1);
+    for image in &index.images {
+        for blob in image.blobs() {
+            registry
+                .push_blob(&repo, blob)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        registry
+            .put_manifest(&repo, &image.manifest.digest, &image.manifest)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    registry
+        .put_manifest(&repo, "multi", &index.index)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let world = World::new();
+    let arm = write_layout(&world, "arm", index.image("arm64"));
+    let reference = format!("{}/{repo}:multi", server.host_port());
+    let runs = tokio::task::spawn_blocking(move || {
+        ["linux/arm64", "linux/amd64", "linux/s390x"]
+            .map(|p| world.diff(&["--platform", p, &reference, &arm]))
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        runs[0].code,
+        Some(0),
+        "arm64 equals its layout: {}",
+        runs[0].stderr
+    );
+    assert_eq!(runs[1].code, Some(1), "amd64 differs: {}", runs[1].stderr);
+    assert_eq!(runs[2].code, Some(2));
+    assert!(
+        runs[2]
+            .stderr
+            .contains("no image for platform linux/s390x (available: linux/amd64, linux/arm64)"),
+        "{}",
+        runs[2].stderr
     );
 }
 
