@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::store::Store;
 use super::{
-    layers_from, parse_config, select_platform, verify, Blobs, Image, ImageError, Platform,
-    MAX_CONFIG_BYTES,
+    config_descriptor, layers_from, manifest_layers, parse_config, select_platform, verify, Blobs,
+    Image, ImageError, Platform, MAX_CONFIG_BYTES,
 };
 
 /// Indexes nested inside indexes are followed this deep.
@@ -136,26 +136,15 @@ pub(super) fn open_oci(
             descriptor = select_platform(&manifest.manifests, platform)?.clone();
             continue;
         }
-        let config_descriptor = manifest
-            .config
-            .as_ref()
-            .ok_or_else(|| ImageError::Malformed {
-                what: what.clone(),
-                reason: "image manifest without config".to_owned(),
-            })?;
-        let config_digest = config_descriptor.digest.clone();
+        let config_digest = config_descriptor(&manifest, &what)?.digest.clone();
         let config_bytes = store.read_small(&blob_name(&config_digest), MAX_CONFIG_BYTES)?;
         let config = parse_config(&config_digest, &config_bytes)?;
-        let mut names = Vec::new();
-        let descriptors = manifest
+        let names = manifest
             .layers
             .iter()
-            .map(|l| {
-                names.push(blob_name(&l.digest));
-                (l.digest.clone(), Some(l.media_type.clone()), Some(l.size))
-            })
+            .map(|l| blob_name(&l.digest))
             .collect();
-        let layers = layers_from(&config, descriptors);
+        let layers = manifest_layers(&config, &manifest);
         return Ok(Image {
             name,
             manifest_digest: Some(descriptor.digest.clone()),

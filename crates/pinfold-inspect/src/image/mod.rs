@@ -471,6 +471,39 @@ fn layers_from(
         .collect()
 }
 
+/// The config descriptor of the image manifest `what`, its announced size within
+/// [`MAX_CONFIG_BYTES`].
+fn config_descriptor<'m>(
+    manifest: &'m pinfold_oci::Manifest,
+    what: &str,
+) -> Result<&'m pinfold_oci::Descriptor, ImageError> {
+    let config = manifest
+        .config
+        .as_ref()
+        .ok_or_else(|| ImageError::Malformed {
+            what: what.to_owned(),
+            reason: "image manifest without config".to_owned(),
+        })?;
+    if config.size > MAX_CONFIG_BYTES {
+        return Err(ImageError::TooLarge {
+            what: format!("config {}", config.digest),
+            size: config.size,
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
+    Ok(config)
+}
+
+/// The layers an image manifest lists, with the config's diff ids and history.
+fn manifest_layers(config: &ImageConfig, manifest: &pinfold_oci::Manifest) -> Vec<Layer> {
+    let descriptors = manifest
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), Some(l.media_type.clone()), Some(l.size)))
+        .collect();
+    layers_from(config, descriptors)
+}
+
 /// Checks `bytes` against `expected` (hashing with its algorithm).
 fn verify(what: &str, expected: &Digest, bytes: &[u8]) -> Result<(), ImageError> {
     let actual = Digest::compute(expected.algorithm(), bytes);

@@ -9,8 +9,8 @@ use pinfold_oci::{Digest, ImageReference, Manifest, Reference, RepoName};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{
-    layers_from, parse_config, select_platform, Blobs, Image, ImageError, LayerStream, OpenOptions,
-    MAX_CONFIG_BYTES,
+    config_descriptor, manifest_layers, parse_config, select_platform, Blobs, Image, ImageError,
+    LayerStream, OpenOptions,
 };
 
 /// Indexes nested inside indexes are followed this deep.
@@ -41,32 +41,14 @@ pub(super) async fn open(
             want = Reference::Digest(child.digest.clone());
             continue;
         }
-        let config = manifest
-            .config
-            .as_ref()
-            .ok_or_else(|| ImageError::Malformed {
-                what: what.clone(),
-                reason: "image manifest without config".to_owned(),
-            })?;
-        if config.size > MAX_CONFIG_BYTES {
-            return Err(ImageError::TooLarge {
-                what: format!("config {}", config.digest),
-                size: config.size,
-                limit: MAX_CONFIG_BYTES,
-            });
-        }
+        let config = config_descriptor(&manifest, &what)?;
         let bytes = client
             .get_blob(&repository, &config.digest)
             .await?
             .collect_bytes()
             .await?;
         let parsed = parse_config(&config.digest, &bytes)?;
-        let descriptors = manifest
-            .layers
-            .iter()
-            .map(|l| (l.digest.clone(), Some(l.media_type.clone()), Some(l.size)))
-            .collect();
-        let layers = layers_from(&parsed, descriptors);
+        let layers = manifest_layers(&parsed, &manifest);
         return Ok(Image {
             name,
             manifest_digest: Some(fetched.digest),
