@@ -182,17 +182,21 @@ fn path_category(path: &str) -> Option<(Category, String)> {
     None
 }
 
-/// Item kinds in their order within a category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+/// What an explanation item is about; also the order of items within a category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemKind {
+    /// A package was added, removed, upgraded or downgraded.
     Package,
+    /// A config setting changed.
     Setting,
+    /// Files changed (one path, or a group of paths from one layer).
     File,
 }
 
 struct Draft {
     category: Category,
-    kind: Kind,
+    kind: ItemKind,
     subject: String,
     change: String,
     layer: Option<LayerRef>,
@@ -298,7 +302,7 @@ fn resolved_items(va: &FsView<'_>, vb: &FsView<'_>, b: &Image, out: &mut Vec<Dra
         };
         out.push(Draft {
             category,
-            kind: Kind::File,
+            kind: ItemKind::File,
             subject: format!("/{path} resolves to"),
             change,
             layer: layer.and_then(|i| layer_ref(b, i)),
@@ -401,7 +405,7 @@ fn file_items(files: &FileDiff, out: &mut Vec<Draft>) {
         };
         out.push(Draft {
             category,
-            kind: Kind::File,
+            kind: ItemKind::File,
             subject: group,
             change: text,
             layer,
@@ -435,7 +439,7 @@ pub(super) fn explain(
         }
         drafts.push(Draft {
             category: package_category(p.ecosystem, &p.name),
-            kind: Kind::Package,
+            kind: ItemKind::Package,
             subject,
             change: package_change_text(p),
             layer: p.layer.clone(),
@@ -446,7 +450,7 @@ pub(super) fn explain(
         let (subject, change) = setting_text(c);
         drafts.push(Draft {
             category: setting_category(c),
-            kind: Kind::Setting,
+            kind: ItemKind::Setting,
             subject,
             change,
             layer: None,
@@ -458,7 +462,7 @@ pub(super) fn explain(
     if drafts.is_empty() && (!layers.a_only.is_empty() || !layers.b_only.is_empty()) {
         drafts.push(Draft {
             category: Category::Other,
-            kind: Kind::File,
+            kind: ItemKind::File,
             subject: "layers".to_owned(),
             change: "layer blobs differ, but no file, package or setting does (timestamps or \
                      recompression only)"
@@ -475,6 +479,7 @@ pub(super) fn explain(
         .map(|(i, d)| ExplanationItem {
             rank: i + 1,
             category: d.category,
+            kind: d.kind,
             subject: d.subject,
             change: d.change,
             layer: d.layer,
@@ -502,9 +507,20 @@ fn summary(items: &[ExplanationItem], b: &Image) -> Option<String> {
             break;
         }
     }
+    // Name packages where a category has them ("ca-certificates", not also its files).
+    let with_packages: Vec<Category> = categories
+        .iter()
+        .copied()
+        .filter(|c| {
+            items
+                .iter()
+                .any(|i| i.category == *c && i.kind == ItemKind::Package)
+        })
+        .collect();
     let top: Vec<&ExplanationItem> = items
         .iter()
         .filter(|i| categories.contains(&i.category))
+        .filter(|i| i.kind == ItemKind::Package || !with_packages.contains(&i.category))
         .take(6)
         .collect();
     // Group subjects by layer, in first-seen order.

@@ -28,7 +28,7 @@ use crate::layer::{index_layer, FileEntry, LayerError, LayerIndex};
 use crate::packages::Ecosystem;
 
 pub use compare::compare;
-pub use explain::Category;
+pub use explain::{Category, ItemKind};
 
 /// Version of the [`DiffReport`] format.
 pub const REPORT_FORMAT: u32 = 1;
@@ -399,6 +399,8 @@ pub struct ExplanationItem {
     pub rank: usize,
     /// Why it ranks where it does.
     pub category: Category,
+    /// Whether it is about a package, a setting or files.
+    pub kind: ItemKind,
     /// What changed: a package name, a path or directory, a setting.
     pub subject: String,
     /// How it changed (`20230311 → 20240203 (upgraded)`, `3 added, 1 modified`).
