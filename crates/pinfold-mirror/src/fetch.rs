@@ -77,14 +77,11 @@ impl Fetch {
     /// whole blob that follows the fetch.
     pub(crate) async fn tail(&self, wait: Duration) -> Result<(u64, Tail), FetchFailure> {
         let mut rx = self.progress.clone();
-        let ready = tokio::time::timeout(
-            wait,
-            rx.wait_for(|p| !matches!(p, Progress::Connecting)),
-        )
-        .await
-        .map_err(|_| FetchFailure::new(format!("no answer from the upstream within {wait:?}")))?
-        .map_err(|_| FetchFailure::new("the fetch ended without a result"))?
-        .clone();
+        let ready = tokio::time::timeout(wait, rx.wait_for(|p| !matches!(p, Progress::Connecting)))
+            .await
+            .map_err(|_| FetchFailure::new(format!("no answer from the upstream within {wait:?}")))?
+            .map_err(|_| FetchFailure::new("the fetch ended without a result"))?
+            .clone();
         let (path, size) = match ready {
             Progress::Streaming { path, size, .. } | Progress::Done { path, size } => (path, size),
             Progress::Failed(failure) => return Err(failure),
@@ -247,7 +244,9 @@ impl Tail {
             if verified {
                 // Done, yet the file is shorter than the size: cannot happen with a verified
                 // blob; fail rather than spin.
-                return Err(std::io::Error::other("fetched blob is shorter than its size"));
+                return Err(std::io::Error::other(
+                    "fetched blob is shorter than its size",
+                ));
             }
             // Caught up with the writer: wait for more progress.
             let _ = tokio::time::timeout(CATCH_UP_POLL, self.progress.changed()).await;

@@ -86,8 +86,6 @@ pub struct DriftPass {
     pub checked: usize,
     /// New drift events opened.
     pub new_drift: usize,
-    /// Tags moved by the follow or cooldown policy.
-    pub followed: usize,
     /// Checks that failed.
     pub failed: usize,
     /// Checks skipped because their upstream is backing off.
@@ -206,7 +204,9 @@ impl Mirror {
             }
             Reference::Tag(tag) => {
                 let Some(pinned) = self.meta().resolve_tag(repo, tag).await? else {
-                    let record = self.fetch_manifest(route, repo, reference, Some(tag)).await?;
+                    let record = self
+                        .fetch_manifest(route, repo, reference, Some(tag))
+                        .await?;
                     self.meta()
                         .observe_upstream(repo, tag, route.upstream.name(), Some(&record.digest))
                         .await?;
@@ -273,7 +273,14 @@ impl Mirror {
             .await
             .map_err(|e| MirrorError::upstream(upstream.name(), e))?;
         let record = self
-            .store_manifest(repo, upstream, &fetched.digest, &fetched.media_type, fetched.bytes, tag)
+            .store_manifest(
+                repo,
+                upstream,
+                &fetched.digest,
+                &fetched.media_type,
+                fetched.bytes,
+                tag,
+            )
             .await?;
         let this = self.clone();
         let (route, repo, subject) = (route.clone(), repo.clone(), record.digest.clone());
@@ -341,7 +348,11 @@ impl Mirror {
                 }
             }
             let reference = Reference::Digest(descriptor.digest.clone());
-            let fetched = match upstream.client.get_manifest(&route.remote, &reference).await {
+            let fetched = match upstream
+                .client
+                .get_manifest(&route.remote, &reference)
+                .await
+            {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     tracing::warn!(upstream = upstream.name(), digest = %descriptor.digest, error = %e, "referrer not fetched");
@@ -349,7 +360,14 @@ impl Mirror {
                 }
             };
             if let Err(e) = self
-                .store_manifest(repo, upstream, &fetched.digest, &fetched.media_type, fetched.bytes, None)
+                .store_manifest(
+                    repo,
+                    upstream,
+                    &fetched.digest,
+                    &fetched.media_type,
+                    fetched.bytes,
+                    None,
+                )
                 .await
             {
                 tracing::warn!(digest = %descriptor.digest, error = %e, "referrer not stored");
@@ -417,7 +435,11 @@ impl Mirror {
             (TagPolicy::Follow, _) => true,
             (TagPolicy::Cooldown, _) => {
                 let cooldown = time::Duration::seconds(
-                    upstream.config.cooldown_seconds.try_into().unwrap_or(i64::MAX),
+                    upstream
+                        .config
+                        .cooldown_seconds
+                        .try_into()
+                        .unwrap_or(i64::MAX),
                 );
                 observation
                     .state
@@ -429,7 +451,14 @@ impl Mirror {
             return Ok(CheckOutcome::Observed(Box::new(observation)));
         }
         match self
-            .move_to(route, repo, tag, &head.digest, upstream.actor(), TagMoveSource::Mirror)
+            .move_to(
+                route,
+                repo,
+                tag,
+                &head.digest,
+                upstream.actor(),
+                TagMoveSource::Mirror,
+            )
             .await
         {
             Ok(_) => {
@@ -439,7 +468,11 @@ impl Mirror {
                     .await?;
                 Ok(CheckOutcome::Observed(Box::new(settled)))
             }
-            Err(e @ (MirrorError::Upstream { .. } | MirrorError::NotFound { .. } | MirrorError::InvalidManifest { .. })) => {
+            Err(
+                e @ (MirrorError::Upstream { .. }
+                | MirrorError::NotFound { .. }
+                | MirrorError::InvalidManifest { .. }),
+            ) => {
                 let reason = e.to_string();
                 self.meta()
                     .record_upstream_failure(repo, tag, upstream.name(), &reason)
@@ -509,7 +542,14 @@ impl Mirror {
             }
         };
         let promoted = self
-            .move_to(route, repo, tag, &target, actor.to_owned(), TagMoveSource::Promote)
+            .move_to(
+                route,
+                repo,
+                tag,
+                &target,
+                actor.to_owned(),
+                TagMoveSource::Promote,
+            )
             .await?;
         // Close the events this settles, against the last known upstream digest.
         let known = self
@@ -641,7 +681,9 @@ impl Mirror {
     /// (verified, fsynced, renamed) only when every byte arrived and the digest matches.
     async fn fetch_blob(&self, route: Route, repo: RepoName, digest: Digest, reporter: Reporter) {
         let upstream = &route.upstream;
-        let result = self.fetch_blob_into_store(&route, &repo, &digest, &reporter).await;
+        let result = self
+            .fetch_blob_into_store(&route, &repo, &digest, &reporter)
+            .await;
         match result {
             Ok(()) => {}
             Err(e @ MirrorError::NotFound { .. }) => {
@@ -696,7 +738,9 @@ impl Mirror {
             chunk
         });
         let written = async {
-            store.append_upload(&id, Some(0), counted, Some(size)).await?;
+            store
+                .append_upload(&id, Some(0), counted, Some(size))
+                .await?;
             store.complete_upload(&id, digest).await
         }
         .await;

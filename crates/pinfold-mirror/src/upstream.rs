@@ -53,9 +53,7 @@ pub struct Upstreams {
 /// Checks an upstream's name: one repository path component, so that `<name>/<repo>` is a
 /// valid repository name.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.contains('/')
-        && format!("{name}/x").parse::<RepoName>().is_ok()
+    !name.is_empty() && !name.contains('/') && format!("{name}/x").parse::<RepoName>().is_ok()
 }
 
 impl Upstreams {
@@ -68,7 +66,8 @@ impl Upstreams {
     pub fn new(configs: &[UpstreamConfig], timeout: Duration) -> Result<Upstreams, MirrorError> {
         let mut list = Vec::with_capacity(configs.len());
         for (i, config) in configs.iter().enumerate() {
-            let bad = |why: String| MirrorError::Config(format!("upstream {:?}: {why}", config.name));
+            let bad =
+                |why: String| MirrorError::Config(format!("upstream {:?}: {why}", config.name));
             if !valid_name(&config.name) {
                 return Err(bad(
                     "the name must be one repository path component (lowercase letters, digits, \
@@ -87,7 +86,7 @@ impl Upstreams {
                 .host_str()
                 .ok_or_else(|| bad("url has no host".into()))?;
             if !matches!(url.scheme(), "http" | "https")
-                || url.path().trim_matches('/') != ""
+                || !url.path().trim_matches('/').is_empty()
                 || url.query().is_some()
                 || !url.username().is_empty()
             {
@@ -175,7 +174,10 @@ mod tests {
         assert_eq!(r.upstream.name(), "docker.io");
         assert_eq!(r.remote.as_str(), "library/ruby");
         let r = u.route(&"ghcr.io/org/app".parse().unwrap()).unwrap();
-        assert_eq!((r.upstream.name(), r.remote.as_str()), ("ghcr.io", "org/app"));
+        assert_eq!(
+            (r.upstream.name(), r.remote.as_str()),
+            ("ghcr.io", "org/app")
+        );
         assert!(u.route(&"library/ruby".parse().unwrap()).is_none());
         assert!(u.route(&"docker.io".parse().unwrap()).is_none());
         assert!(u.route(&"quay.io/x/y".parse().unwrap()).is_none());

@@ -11,13 +11,14 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use pinfold_meta::MetaConfig;
+use pinfold_mirror::{Mirror, MirrorConfig};
 use pinfold_store::BlobStore;
 use tokio::net::TcpListener;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::registry::Registry;
-use crate::workers::{UploadJanitor, Workers};
+use crate::workers::{DriftPoller, UploadJanitor, Workers};
 use crate::{api, v2, ServerConfig, ServerError};
 
 /// What every handler may reach.
@@ -66,6 +67,7 @@ pub async fn open_registry(
     data_dir: &Path,
     meta_config: &MetaConfig,
     config: &ServerConfig,
+    mirror_config: &MirrorConfig,
 ) -> Result<Registry, ServerError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
         path: data_dir.to_owned(),
@@ -73,11 +75,22 @@ pub async fn open_registry(
     })?;
     let store = BlobStore::open(data_dir)?;
     let meta = meta_config.open(data_dir).await?;
+    let mirror = if mirror_config.upstreams.is_empty() {
+        None
+    } else {
+        Some(Mirror::new(
+            mirror_config,
+            meta.clone(),
+            store.clone(),
+            config.max_blob_bytes,
+        )?)
+    };
     Ok(Registry::new(
         store,
         meta,
         config.manifest_cache_bytes,
         config.max_blob_bytes,
+        mirror,
     ))
 }
 
@@ -98,8 +111,9 @@ impl Server {
         data_dir: &Path,
         meta_config: &MetaConfig,
         config: &ServerConfig,
+        mirror_config: &MirrorConfig,
     ) -> Result<Server, ServerError> {
-        let registry = open_registry(data_dir, meta_config, config).await?;
+        let registry = open_registry(data_dir, meta_config, config, mirror_config).await?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -147,6 +161,9 @@ impl Server {
             Duration::from_secs(config.upload_idle_expiry_seconds),
             Duration::from_secs(config.upload_janitor_interval_seconds),
         ));
+        if let Some(mirror) = registry.mirror() {
+            workers.spawn(DriftPoller::new(mirror.clone()));
+        }
         let app = router(AppState {
             registry: registry.clone(),
             workers: workers.clone(),

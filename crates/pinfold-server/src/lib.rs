@@ -39,6 +39,9 @@ pub enum ServerError {
     /// The metadata database cannot be opened.
     #[error(transparent)]
     Meta(#[from] pinfold_meta::MetaError),
+    /// The mirror's configuration is invalid.
+    #[error(transparent)]
+    Mirror(#[from] pinfold_mirror::MirrorError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

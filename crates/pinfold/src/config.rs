@@ -10,11 +10,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use pinfold_meta::MetaConfig;
+use pinfold_mirror::{MirrorConfig, MirrorSettings, UpstreamConfig};
 use pinfold_server::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections of the file, each owned by the crate it configures.
-const SECTIONS: [&str; 2] = ["server", "meta"];
+const SECTIONS: [&str; 3] = ["server", "meta", "mirror"];
+
+/// `PINFOLD_*` variables that are not configuration of `pinfold serve` but of the client
+/// commands (`pinfold drift`, `promote`, `history`): skipped here, so exporting them does not
+/// make the server refuse to start.
+const CLIENT_VARIABLES: [&str; 1] = ["PINFOLD_URL"];
 
 /// The whole configuration of one Pinfold instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +34,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// The metadata engine (SQLite in the data directory unless a PostgreSQL URL is set).
     pub meta: MetaConfig,
+    /// The drift poller's settings (`[mirror]`).
+    pub mirror: MirrorSettings,
+    /// The upstream registries mirrored (`[[upstream]]`, any number).
+    pub upstream: Vec<UpstreamConfig>,
 }
 
 impl Default for Config {
@@ -37,6 +47,8 @@ impl Default for Config {
             data_dir: PathBuf::from("pinfold-data"),
             server: ServerConfig::default(),
             meta: MetaConfig::default(),
+            mirror: MirrorSettings::default(),
+            upstream: Vec::new(),
         }
     }
 }
@@ -64,6 +76,9 @@ impl Config {
             None => toml::Table::new(),
         };
         for (name, value) in env {
+            if CLIENT_VARIABLES.contains(&name.as_str()) {
+                continue;
+            }
             let Some(key) = name.strip_prefix("PINFOLD_") else {
                 continue;
             };
@@ -82,6 +97,16 @@ impl Config {
             config.data_dir = dir;
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// The mirror's configuration: the upstreams and the poller settings.
+    pub fn mirror_config(&self) -> MirrorConfig {
+        MirrorConfig {
+            upstreams: self.upstream.clone(),
+            settings: self.mirror.clone(),
+        }
     }
 }
 
@@ -187,6 +212,40 @@ mod tests {
             Some("postgres://u:p@127.0.0.1/db")
         );
         assert_eq!(Config::default().meta.postgres_url, None);
+    }
+
+    #[test]
+    fn upstreams_are_an_array_of_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pinfold.toml");
+        std::fs::write(
+            &file,
+            "[mirror]\ndrift_interval_seconds = 5\n\n\
+             [[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n\
+             default = true\nredirect_hosts = [\"*.docker.com\"]\n\n\
+             [[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\npolicy = \"cooldown\"\n\
+             cooldown_seconds = 86400\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("PINFOLD_MIRROR_DRIFT_CONCURRENCY", "2"),
+            ("PINFOLD_URL", "http://x"),
+        ]);
+        let c = Config::load(Some(&file), vars, Overrides::default()).unwrap();
+        let m = c.mirror_config();
+        assert_eq!(m.settings.drift_interval_seconds, 5);
+        assert_eq!(m.settings.drift_concurrency, 2);
+        assert_eq!(m.upstreams.len(), 2);
+        assert!(m.upstreams[0].default);
+        assert_eq!(m.upstreams[0].policy, pinfold_mirror::TagPolicy::Pin);
+        assert_eq!(m.upstreams[1].policy, pinfold_mirror::TagPolicy::Cooldown);
+        assert_eq!(m.upstreams[1].cooldown_seconds, 86400);
+        std::fs::write(
+            &file,
+            "[[upstream]]\nname = \"a\"\nurl = \"https://a\"\npolicy = \"sometimes\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&file), env(&[]), Overrides::default()).is_err());
     }
 
     #[test]

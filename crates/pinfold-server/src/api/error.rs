@@ -60,12 +60,16 @@ impl IntoResponse for ApiError {
 
 impl From<OciError> for ApiError {
     fn from(e: OciError) -> Self {
-        // The registry layer already logged any internal cause; keep the OCI code as ours.
+        // The registry layer already logged any internal cause; carry its code and detail so
+        // a CLI can say what went wrong (a promote of an unknown digest, an unreachable
+        // upstream).
+        let code = e.code().as_str();
+        let detail = e.detail_text();
         let status = e.into_response().status();
         ApiError {
             status,
-            code: "REGISTRY",
-            message: format!("registry answered {status}"),
+            code,
+            message: detail.unwrap_or_else(|| format!("registry answered {status}")),
         }
     }
 }

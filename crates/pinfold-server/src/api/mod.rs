@@ -1,8 +1,10 @@
 //! The management API at `/api/v1/`, JSON in and out, with its own error format
 //! (`{"error":{"code","message"}}`): it is Pinfold's API, not the OCI one.
 
+mod drift;
 mod error;
 mod history;
+mod upstreams;
 mod workers;
 
 use axum::routing::get;
@@ -15,7 +17,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/repositories/{*path}",
-            get(history::repository_path),
+            get(history::get).post(history::promote),
         )
+        .route("/api/v1/drift", get(drift::list))
+        .route("/api/v1/drift/{id}", get(drift::one))
+        .route("/api/v1/upstreams", get(upstreams::list))
         .route("/api/v1/workers", get(workers::list))
 }

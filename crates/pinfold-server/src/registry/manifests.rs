@@ -111,7 +111,12 @@ impl Registry {
         };
 
         let record = NewManifest::describe(repo, &digest, &manifest, bytes.len() as u64);
-        if let Some(missing) = self.meta().missing_blobs(repo, &record.blobs).await?.first() {
+        if let Some(missing) = self
+            .meta()
+            .missing_blobs(repo, &record.blobs)
+            .await?
+            .first()
+        {
             return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
                 .detail(format!("blob {missing} is not in {repo}")));
         }

@@ -6,16 +6,19 @@
 
 mod cache;
 mod manifests;
+mod pull;
 mod uploads;
 
 use std::sync::Arc;
 
 use pinfold_meta::{Meta, TagMove, TagMoveSource};
+use pinfold_mirror::Mirror;
 use pinfold_oci::{Digest, RepoName};
 use pinfold_store::{BlobFile, BlobStore};
 
 pub use cache::ManifestCache;
 pub use manifests::{ManifestBody, PushedManifest};
+pub use pull::BlobBody;
 
 use crate::v2::error::{ErrorCode, OciError};
 
@@ -31,15 +34,17 @@ struct Inner {
     meta: Meta,
     cache: ManifestCache,
     max_blob_bytes: Option<u64>,
+    mirror: Option<Mirror>,
 }
 
 impl Registry {
-    /// A registry over `store` and `meta`.
+    /// A registry over `store` and `meta`, pulling through `mirror` for mirrored names.
     pub fn new(
         store: BlobStore,
         meta: Meta,
         manifest_cache_bytes: usize,
         max_blob_bytes: Option<u64>,
+        mirror: Option<Mirror>,
     ) -> Registry {
         Registry {
             inner: Arc::new(Inner {
@@ -47,6 +52,7 @@ impl Registry {
                 meta,
                 cache: ManifestCache::new(manifest_cache_bytes),
                 max_blob_bytes,
+                mirror,
             }),
         }
     }

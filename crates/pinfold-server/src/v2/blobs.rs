@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use pinfold_oci::{Digest, RepoName};
 
 use super::error::{ErrorCode, OciError};
-use crate::registry::Registry;
+use crate::registry::{BlobBody, Registry};
 
 /// A byte range asked for with `Range: bytes=...`.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,10 +90,22 @@ pub async fn get(
     let digest_header =
         HeaderValue::from_str(digest.as_str()).map_err(|e| OciError::internal(&e))?;
     if head {
-        let size = registry.blob_size(repo, &digest).await?;
+        let size = registry.pull_blob_size(repo, &digest).await?;
         return Ok((StatusCode::OK, blob_headers(size, digest_header)).into_response());
     }
-    let file = registry.open_blob(repo, &digest).await?;
+    let file = match registry.pull_blob(repo, &digest).await? {
+        BlobBody::File(file) => file,
+        // Being fetched upstream: the whole blob as it arrives (a Range is ignored, which
+        // RFC 9110 allows; the next request is served from the store with ranges).
+        BlobBody::Streaming { size, stream } => {
+            return Ok((
+                StatusCode::OK,
+                blob_headers(size, digest_header),
+                Body::from_stream(stream),
+            )
+                .into_response())
+        }
+    };
     let size = file.size;
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),

@@ -9,6 +9,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pinfold_meta::MetaError;
+use pinfold_mirror::MirrorError;
 use pinfold_oci::{DigestError, ManifestError, NameError};
 use pinfold_store::StoreError;
 use serde::Serialize;
@@ -48,6 +49,9 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     /// too many requests
     TooManyRequests,
+    /// distribution's code for a service that cannot answer now (here: an upstream the mirror
+    /// cannot reach, with nothing cached)
+    Unavailable,
     /// Not in the spec's table: distribution's catch-all for server failures, which clients know.
     Unknown,
 }
@@ -133,6 +137,11 @@ impl ErrorCode {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests",
             ),
+            Unavailable => (
+                "UNAVAILABLE",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable",
+            ),
             Unknown => (
                 "UNKNOWN",
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -198,6 +207,11 @@ impl OciError {
     /// The error code.
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    /// The detail, when it is text.
+    pub fn detail_text(&self) -> Option<String> {
+        self.detail.as_ref()?.as_str().map(str::to_owned)
     }
 
     /// A 500 whose cause is logged once here, under a fresh id the client sees in `detail`.
@@ -315,6 +329,42 @@ impl From<StoreError> for OciError {
             StoreError::BodyInterrupted(_) => {
                 OciError::new(ErrorCode::BlobUploadInvalid).detail(e.to_string())
             }
+            _ => OciError::internal(&e),
+        }
+    }
+}
+
+impl OciError {
+    /// The answer for a mirror failure; `missing` is the code for "the upstream does not have
+    /// it" (MANIFEST_UNKNOWN or BLOB_UNKNOWN).
+    pub fn from_mirror(e: MirrorError, missing: ErrorCode) -> OciError {
+        use pinfold_client::ClientError;
+        match e {
+            MirrorError::NotFound { .. } => OciError::new(missing).detail(e.to_string()),
+            MirrorError::UnknownUpstream(_) => {
+                OciError::new(ErrorCode::NameUnknown).detail(e.to_string())
+            }
+            MirrorError::Upstream {
+                source: ClientError::TooManyRequests { retry_after },
+                ..
+            } => {
+                let mut err = OciError::new(ErrorCode::TooManyRequests).detail(e.to_string());
+                if let Some(wait) = retry_after {
+                    err = err.with_header(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(wait.as_secs().max(1)),
+                    );
+                }
+                err
+            }
+            // The upstream is down or answered something unusable: a gateway's failure.
+            MirrorError::Upstream { .. }
+            | MirrorError::InvalidManifest { .. }
+            | MirrorError::FetchFailed { .. } => OciError::new(ErrorCode::Unavailable)
+                .with_status(StatusCode::BAD_GATEWAY)
+                .detail(e.to_string()),
+            MirrorError::Meta(e) => e.into(),
+            MirrorError::Store(e) => e.into(),
             _ => OciError::internal(&e),
         }
     }

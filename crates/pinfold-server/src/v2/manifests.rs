@@ -44,7 +44,7 @@ pub async fn get(
     head: bool,
 ) -> Result<Response, OciError> {
     let reference: Reference = reference.parse()?;
-    let found = registry.manifest(repo, &reference).await?;
+    let (found, stale) = registry.pull_manifest(repo, &reference).await?;
     let stored = found.record.media_type.as_str();
     if !acceptable(headers, stored) {
         return Err(OciError::new(ErrorCode::ManifestUnknown).detail(format!(
@@ -69,7 +69,16 @@ pub async fn get(
     } else {
         Body::from(found.bytes)
     };
-    Ok((StatusCode::OK, response_headers, body).into_response())
+    let mut response = (StatusCode::OK, response_headers, body).into_response();
+    if let Some(reason) = stale {
+        // RFC 9111 §5.5: 110 "Response is Stale". Tells a client (and its logs) that the
+        // mirror could not ask the upstream and served what it had.
+        let text = format!("110 pinfold \"{}\"", reason.replace(['"', '\\'], "'"));
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().insert(header::WARNING, value);
+        }
+    }
+    Ok(response)
 }
 
 pub async fn put(

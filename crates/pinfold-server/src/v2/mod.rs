@@ -108,11 +108,42 @@ async fn dispatch(State(registry): State<Registry>, request: Request) -> Respons
             .detail(format!("no such API route: {}", parts.uri.path()))
             .for_head(head)
             .into_response(),
-        Ok(Some(route)) => route_request(registry, route, parts, body)
-            .await
-            .unwrap_or_else(|e| e.for_head(head).into_response()),
+        Ok(Some(route)) => match resolve_repository(&registry, route, &parts).await {
+            Ok(route) => route_request(registry, route, parts, body).await,
+            Err(e) => Err(e),
+        }
+        .unwrap_or_else(|e| e.for_head(head).into_response()),
     };
     with_api_version(response)
+}
+
+/// The `ns` query parameter containerd sends to a mirror (`?ns=docker.io`).
+fn namespace_param(uri: &axum::http::Uri) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "ns")
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Applies the mirror's addressing forms to the route's repository (see
+/// [`Registry::pull_name`]) for reads, and refuses writes to mirrored repositories.
+async fn resolve_repository(
+    registry: &Registry,
+    mut route: V2Route,
+    parts: &axum::http::request::Parts,
+) -> Result<V2Route, OciError> {
+    let read = matches!(parts.method, Method::GET | Method::HEAD)
+        && !matches!(route, V2Route::Upload { .. });
+    let ns = namespace_param(&parts.uri);
+    if let Some(repo) = route.repo_mut() {
+        if read {
+            *repo = registry.pull_name(repo.clone(), ns.as_deref()).await?;
+        } else {
+            registry.check_writable(repo)?;
+        }
+    }
+    Ok(route)
 }
 
 async fn route_request(

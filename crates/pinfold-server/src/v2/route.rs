@@ -53,6 +53,21 @@ pub enum V2Route {
     },
 }
 
+impl V2Route {
+    /// The repository the route names (`None` for the catalog).
+    pub fn repo_mut(&mut self) -> Option<&mut RepoName> {
+        match self {
+            V2Route::Catalog => None,
+            V2Route::Tags { repo }
+            | V2Route::Manifest { repo, .. }
+            | V2Route::Blob { repo, .. }
+            | V2Route::UploadStart { repo }
+            | V2Route::Upload { repo, .. }
+            | V2Route::Referrers { repo, .. } => Some(repo),
+        }
+    }
+}
+
 /// Parses the part of the path after `/v2/`.
 ///
 /// # Errors

@@ -3,6 +3,7 @@
 //! [`Workers`], which records runs, errors and the last error, and stops all of them on one
 //! cancellation token.
 
+mod drift_poller;
 mod upload_janitor;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use drift_poller::DriftPoller;
 pub use upload_janitor::UploadJanitor;
 
 /// What one unit of work returns: a one-line summary for the status, e.g. "removed 3 uploads".

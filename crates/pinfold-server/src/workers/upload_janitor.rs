@@ -105,9 +105,14 @@ mod tests {
     #[tokio::test]
     async fn idle_uploads_are_removed_and_fresh_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = open_registry(dir.path(), &Default::default(), &ServerConfig::default())
-            .await
-            .unwrap();
+        let registry = open_registry(
+            dir.path(),
+            &Default::default(),
+            &ServerConfig::default(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         let repo: pinfold_oci::RepoName = "team/app".parse().unwrap();
         let idle = registry.start_upload(&repo).await.unwrap();
 

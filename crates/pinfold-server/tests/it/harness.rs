@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pinfold_mirror::MirrorConfig;
 use pinfold_oci::{Digest, DigestAlgorithm};
 use pinfold_server::{Server, ServerConfig, ServerError};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
@@ -43,6 +44,7 @@ pub struct TestServer {
     /// A client that follows no redirects.
     pub client: Client,
     config: ServerConfig,
+    mirror: MirrorConfig,
     dir: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
@@ -59,12 +61,18 @@ impl TestServer {
         let mut config = ServerConfig::default();
         configure(&mut config);
         let dir = tempfile::tempdir().expect("create a temporary data directory");
-        TestServer::start_in(dir, config).await
+        TestServer::start_in(dir, config, MirrorConfig::default()).await
     }
 
-    async fn start_in(dir: TempDir, config: ServerConfig) -> TestServer {
+    /// A server mirroring `mirror`'s upstreams.
+    pub async fn start_mirror(mirror: MirrorConfig) -> TestServer {
+        let dir = tempfile::tempdir().expect("create a temporary data directory");
+        TestServer::start_in(dir, ServerConfig::default(), mirror).await
+    }
+
+    async fn start_in(dir: TempDir, config: ServerConfig, mirror: MirrorConfig) -> TestServer {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
-        let server = Server::bind(listen, dir.path(), &Default::default(), &config)
+        let server = Server::bind(listen, dir.path(), &Default::default(), &config, &mirror)
             .await
             .expect("server binds and opens its data directory");
         let addr = server.local_addr().expect("bound address");
@@ -93,6 +101,7 @@ impl TestServer {
             addr,
             client,
             config,
+            mirror,
             dir: Some(dir),
             shutdown: Some(tx),
             task: Some(task),
@@ -104,7 +113,7 @@ impl TestServer {
     pub async fn restart(mut self) -> TestServer {
         self.stop().await;
         let dir = self.dir.take().expect("data directory");
-        TestServer::start_in(dir, self.config.clone()).await
+        TestServer::start_in(dir, self.config.clone(), self.mirror.clone()).await
     }
 
     async fn stop(&mut self) {

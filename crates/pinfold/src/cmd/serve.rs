@@ -14,6 +14,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.data_dir,
         &config.meta,
         &config.server,
+        &config.mirror_config(),
     )
     .await
     .context("starting pinfold serve")?;
@@ -26,6 +27,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     writeln!(out, "pinfold data in {}", data_dir.display())?;
     if config.meta.postgres_url.is_some() {
         writeln!(out, "pinfold metadata in postgresql")?;
+    }
+    for upstream in &config.upstream {
+        writeln!(
+            out,
+            "pinfold mirrors {} as {addr}/{}/... (policy {})",
+            upstream.url,
+            upstream.name,
+            upstream.policy.as_str()
+        )?;
     }
     out.flush()?;
     drop(out);
