@@ -44,6 +44,13 @@ enum Command {
     /// Exit codes: 0 no finding at or above --fail-level; 1 findings; 2 unreadable file or
     /// syntax error.
     Lint(cmd::lint::LintArgs),
+    /// Pin the image references of Dockerfiles, compose files and Kubernetes manifests to
+    /// digests in pinfold.lock (--check compares, --rewrite pins them in the files).
+    ///
+    /// Exit codes: 0 locked or up to date; 1 --check found references moved, added or
+    /// removed; 2 unreadable or invalid input, or a reference that cannot be resolved
+    /// (nothing is written then).
+    Lock(cmd::lock::LockArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,5 +86,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lint(args) => cmd::lint::run(args),
+        Command::Lock(args) => runtime.block_on(cmd::lock::run(args)),
     }
 }

@@ -139,35 +139,33 @@ pub struct Findings {
     pub skipped: Vec<Skipped>,
 }
 
-/// Why a file could not be searched.
+/// Why a file could not be searched: where, and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {kind}")]
+pub struct FindError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub kind: FindErrorKind,
+}
+
+/// The kinds of [`FindError`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum FindError {
+pub enum FindErrorKind {
     /// A Dockerfile syntax error.
-    #[error("{file}:{}:{}: Dockerfile syntax error: {}", .error.line, .error.column, .error.kind)]
-    Dockerfile {
-        /// The file.
-        file: String,
-        /// The parser's error, with its position.
-        error: ParseError,
-    },
+    #[error("Dockerfile syntax error: {0}")]
+    Dockerfile(crate::dockerfile::ParseErrorKind),
     /// A YAML syntax error.
-    #[error("{file}:{}:{}: YAML syntax error: {}", .error.line, .error.column, .error.message)]
-    Yaml {
-        /// The file.
-        file: String,
-        /// The parser's error, with its position.
-        error: YamlError,
-    },
+    #[error("YAML syntax error: {0}")]
+    Yaml(String),
     /// Text in an image position is not a valid image reference.
-    #[error("{file}:{line}:{column}: invalid image reference {written:?}: {error}")]
+    #[error("invalid image reference {written:?}: {error}")]
     InvalidReference {
-        /// The file.
-        file: String,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
         /// The text.
         written: String,
         /// Why it was refused.
@@ -271,19 +269,23 @@ fn parse_reference(
 ) -> Result<ImageReference, FindError> {
     written
         .parse::<ImageReference>()
-        .map_err(|error| FindError::InvalidReference {
+        .map_err(|error| FindError {
             file: file.to_string(),
             line,
             column,
-            written: written.to_string(),
-            error,
+            kind: FindErrorKind::InvalidReference {
+                written: written.to_string(),
+                error,
+            },
         })
 }
 
 fn find_in_dockerfile(file: &str, text: &str) -> Result<Findings, FindError> {
-    let df = dockerfile::parse(text).map_err(|error| FindError::Dockerfile {
+    let df = dockerfile::parse(text).map_err(|e: ParseError| FindError {
         file: file.to_string(),
-        error,
+        line: e.line,
+        column: e.column,
+        kind: FindErrorKind::Dockerfile(e.kind),
     })?;
     let lines = Lines::new(text);
     let mut out = Findings::default();
@@ -531,9 +533,11 @@ fn named_image(
 }
 
 fn find_in_yaml(file: &str, text: &str) -> Result<Findings, FindError> {
-    let documents = yaml::parse_documents(text).map_err(|error| FindError::Yaml {
+    let documents = yaml::parse_documents(text).map_err(|e: YamlError| FindError {
         file: file.to_string(),
-        error,
+        line: e.line,
+        column: e.column,
+        kind: FindErrorKind::Yaml(e.message),
     })?;
     let mut out = Findings::default();
     for doc in &documents {

@@ -23,7 +23,9 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use find::{find, FileKind, FindError, Findings, FoundImage, Origin, Site, Skipped};
+pub use find::{
+    find, FileKind, FindError, FindErrorKind, Findings, FoundImage, Origin, Site, Skipped,
+};
 pub use lockfile::{CheckReport, Location, LockedImage, Lockfile, LockfileError, Moved};
 pub use resolve::{resolve_all, ResolveError, ResolveOptions, Resolved};
 pub use rewrite::{Edit, RewriteError, RewritePlan};

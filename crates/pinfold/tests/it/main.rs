@@ -15,3 +15,4 @@
 mod crash;
 mod e2e;
 mod harness;
+mod lock;
