@@ -32,6 +32,14 @@ pub struct Resolved {
     pub tag_digest: Option<Digest>,
 }
 
+impl Resolved {
+    /// For a pinned `name:tag@digest`: the digest its tag points to now, when that is not the
+    /// pinned one (the pin is behind its tag; a person decides whether to move it).
+    pub fn pin_behind_tag(&self) -> Option<&Digest> {
+        self.tag_digest.as_ref().filter(|now| **now != self.digest)
+    }
+}
+
 /// How to resolve.
 #[derive(Debug, Clone)]
 pub struct ResolveOptions {

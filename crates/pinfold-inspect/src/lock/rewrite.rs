@@ -69,13 +69,8 @@ pub fn plan(found: &[&FoundImage], resolved: &BTreeMap<String, Resolved>) -> Rew
             reason,
         };
         if f.reference.digest().is_some() {
-            if let (Some(tag), Some(now)) = (f.reference.tag(), &r.tag_digest) {
-                if *now != r.digest {
-                    plan.warnings.push(warn(format!(
-                        "{} is pinned to {} but tag {tag} now points to {now}; left as is",
-                        f.written, r.digest
-                    )));
-                }
+            if let Some(note) = behind_tag(f, r) {
+                plan.warnings.push(warn(format!("{note}; left as is")));
             }
             continue;
         }
@@ -104,6 +99,17 @@ pub fn plan(found: &[&FoundImage], resolved: &BTreeMap<String, Resolved>) -> Rew
     }
     plan.edits.sort_by_key(|e| e.offset);
     plan
+}
+
+/// `X is pinned to D but tag T now points to N` when `found` carries a digest that its tag no
+/// longer points to (see [`Resolved::pin_behind_tag`]).
+pub fn behind_tag(found: &FoundImage, resolved: &Resolved) -> Option<String> {
+    let tag = found.reference.tag()?;
+    let now = resolved.pin_behind_tag()?;
+    Some(format!(
+        "{} is pinned to {} but tag {tag} now points to {now}",
+        found.written, resolved.digest
+    ))
 }
 
 /// Applies `edits` (sorted by offset, not overlapping, as [`plan`] makes them) to `text`.

@@ -183,6 +183,23 @@ pub async fn run(args: LockArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if !args.rewrite {
+        // (With --rewrite the plan already warned about these.)
+        for f in &found {
+            let note = resolved
+                .get(&f.reference.to_string())
+                .and_then(|r| rewrite::behind_tag(f, r));
+            if let Some(note) = note {
+                eprintln!("{}:{}: note: {note}", f.file, f.line);
+                skipped.push(Skipped {
+                    file: f.file.clone(),
+                    line: f.line,
+                    reason: note,
+                });
+            }
+        }
+    }
+
     let new = Lockfile::build(&found, &resolved);
     let mut out = std::io::stdout().lock();
     let warnings: Vec<_> = skipped

@@ -516,9 +516,16 @@ async fn lock_rewrite_pins_in_place_and_a_second_run_changes_nothing() {
         ["Dockerfile", "compose.yaml", "k8s.yaml"].map(|f| project.read(f)),
         files
     );
-    // Pinned references do not move, so --check stays clean.
+    // Pinned references do not move, so --check stays clean, but it notes the tag.
     let run = project.lock(&["--check"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "compose.yaml:3: note: {single} is pinned to {} but tag 1 now points to {}",
+            up.single.manifest.digest, moved.manifest.digest
+        )),
+        "{run:?}"
+    );
 }
 
 /// A loopback port nothing listens on (bound, then released).
