@@ -259,6 +259,59 @@ async fn resolve_one(
 mod tests {
     use super::*;
 
+    /// Both cases in one test because they set `DOCKER_CONFIG` for the process.
+    #[tokio::test]
+    async fn client_failures_are_typed_per_reference() {
+        let dir = std::env::temp_dir().join(format!("pinfold-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Keeps the host's ~/.docker/config.json out; only this test sets the variable.
+        std::env::set_var("DOCKER_CONFIG", &dir);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refs: Vec<ImageReference> = ["a:1", "b:1", "a:1"]
+            .iter()
+            .map(|r| format!("127.0.0.1:{port}/{r}").parse().unwrap())
+            .collect();
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let count = |_: &ImageReference| {
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+
+        // Nothing listens: every distinct reference fails with the transport error.
+        let out = resolve_all(&refs, &ResolveOptions::default(), &count).await;
+        assert_eq!(out.len(), 2, "duplicates are resolved once");
+        assert_eq!(done.load(std::sync::atomic::Ordering::Relaxed), 2);
+        for (name, result) in &out {
+            match result {
+                Err(ResolveError::Client { reference, source }) => {
+                    assert_eq!(reference, name);
+                    assert!(matches!(**source, ClientError::Transport(_)), "{source}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+
+        // A broken docker config fails the registry's client once, for each reference on it.
+        std::fs::write(dir.join("config.json"), "{not json").unwrap();
+        let out = resolve_all(&refs, &ResolveOptions::default(), &count).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(out.len(), 2);
+        for result in out.values() {
+            match result {
+                Err(ResolveError::Client { source, .. }) => {
+                    assert!(
+                        matches!(**source, ClientError::DockerConfig { .. }),
+                        "{source}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn platform_keys_follow_docker_spelling() {
         assert_eq!(platform_key("linux", "amd64", None), "linux/amd64");
