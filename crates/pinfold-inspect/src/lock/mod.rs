@@ -36,7 +36,8 @@ const MAX_DIR_ENTRIES: usize = 100_000;
 /// The files `pinfold lock` reads in `dir` when given none (not recursive): Dockerfiles
 /// (`Dockerfile`, `Dockerfile.*`, `*.Dockerfile`, `Containerfile*`), compose files (`compose.y*ml`,
 /// `compose.*.y*ml`, `docker-compose*.y*ml`) and every other `*.yml`/`*.yaml` (read for
-/// Kubernetes objects; one without `kind` contributes nothing). Hidden files are skipped.
+/// Kubernetes objects; one without `kind` contributes nothing). Hidden files are skipped;
+/// symlinks to files are followed.
 /// Sorted by name.
 ///
 /// # Errors
@@ -48,7 +49,10 @@ pub fn discover(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !entry.file_type()?.is_file() {
+        // `metadata` follows symlinks: a linked Dockerfile is a Dockerfile; a dangling link
+        // is skipped like any other non-file.
+        let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+        if name.starts_with('.') || !is_file {
             continue;
         }
         if FileKind::of(Path::new(name)).is_some() {

@@ -92,7 +92,7 @@ pub async fn run(args: LockArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut failed = false;
-    let paths = match input_paths(&args.files, old.as_ref(), &lock_dir) {
+    let paths = match input_paths(&args.files, old.as_ref(), &args.lockfile, &lock_dir) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("pinfold: error: {e:#}");
@@ -278,10 +278,13 @@ fn read_lockfile(path: &Path) -> anyhow::Result<Option<Result<Lockfile, lock::Lo
 fn input_paths(
     args: &[PathBuf],
     old: Option<&Lockfile>,
+    lockfile: &Path,
     lock_dir: &Path,
 ) -> anyhow::Result<Vec<(PathBuf, bool)>> {
     let mut out: Vec<(PathBuf, bool)> = Vec::new();
     let mut seen = BTreeSet::new();
+    // The lockfile is never an input, even when its name looks like one (`--lockfile x.yaml`).
+    seen.insert(std::path::absolute(lockfile).unwrap_or_else(|_| lockfile.to_path_buf()));
     let mut add = |path: PathBuf, explicit: bool, out: &mut Vec<(PathBuf, bool)>| {
         let key = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
         if seen.insert(key) {
@@ -447,8 +450,10 @@ fn rewrite_files(
     }
     for (i, text) in new_texts {
         let source = &mut sources[i];
-        write_atomically(&source.path, text.as_bytes())
-            .with_context(|| format!("writing {}", source.path.display()))?;
+        // Write through a symlink, not over it: the rename would replace the link itself.
+        let target = std::fs::canonicalize(&source.path).unwrap_or_else(|_| source.path.clone());
+        write_atomically(&target, text.as_bytes())
+            .with_context(|| format!("writing {}", target.display()))?;
         source.text = text;
     }
     Ok((all_edits, warnings))

@@ -449,9 +449,21 @@ async fn lock_rewrite_pins_in_place_and_a_second_run_changes_nothing() {
     let host = up.host().to_string();
     let project = Project::new();
     write_project(&project, &host);
+    // A symlinked file is rewritten where it lives; the link stays a link.
+    std::fs::create_dir(project.path("shared")).unwrap();
+    std::fs::rename(
+        project.path("compose.yaml"),
+        project.path("shared/compose.yaml"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("shared/compose.yaml", project.path("compose.yaml")).unwrap();
 
     let run = project.lock(&["--rewrite"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(std::fs::symlink_metadata(project.path("compose.yaml"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     let multi = format!("{host}/base/multi:1@{}", up.multi.index.digest);
     let single = format!("{host}/base/single:1@{}", up.single.manifest.digest);
     let tool = format!("{host}/tools/copy:1@{}", up.tool.manifest.digest);
@@ -464,7 +476,7 @@ async fn lock_rewrite_pins_in_place_and_a_second_run_changes_nothing() {
             .replace(&format!("{host}/tools/copy:1"), &tool)
     );
     assert_eq!(
-        project.read("compose.yaml"),
+        project.read("shared/compose.yaml"),
         compose(&host).replace(&format!("{host}/base/single:1"), &single)
     );
     assert_eq!(
