@@ -267,25 +267,29 @@ fn parse_reference(
     column: usize,
     written: &str,
 ) -> Result<ImageReference, FindError> {
-    written
-        .parse::<ImageReference>()
-        .map_err(|error| FindError {
-            file: file.to_string(),
+    written.parse::<ImageReference>().map_err(|error| {
+        let written = written.to_string();
+        find_error(
+            file,
             line,
             column,
-            kind: FindErrorKind::InvalidReference {
-                written: written.to_string(),
-                error,
-            },
-        })
+            FindErrorKind::InvalidReference { written, error },
+        )
+    })
+}
+
+fn find_error(file: &str, line: usize, column: usize, kind: FindErrorKind) -> FindError {
+    FindError {
+        file: file.to_string(),
+        line,
+        column,
+        kind,
+    }
 }
 
 fn find_in_dockerfile(file: &str, text: &str) -> Result<Findings, FindError> {
-    let df = dockerfile::parse(text).map_err(|e: ParseError| FindError {
-        file: file.to_string(),
-        line: e.line,
-        column: e.column,
-        kind: FindErrorKind::Dockerfile(e.kind),
+    let df = dockerfile::parse(text).map_err(|e: ParseError| {
+        find_error(file, e.line, e.column, FindErrorKind::Dockerfile(e.kind))
     })?;
     let lines = Lines::new(text);
     let mut out = Findings::default();
@@ -533,11 +537,8 @@ fn named_image(
 }
 
 fn find_in_yaml(file: &str, text: &str) -> Result<Findings, FindError> {
-    let documents = yaml::parse_documents(text).map_err(|e: YamlError| FindError {
-        file: file.to_string(),
-        line: e.line,
-        column: e.column,
-        kind: FindErrorKind::Yaml(e.message),
+    let documents = yaml::parse_documents(text).map_err(|e: YamlError| {
+        find_error(file, e.line, e.column, FindErrorKind::Yaml(e.message))
     })?;
     let mut out = Findings::default();
     for doc in &documents {

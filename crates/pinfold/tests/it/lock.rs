@@ -18,6 +18,9 @@ use crate::harness::{
     Image, ImageFormat, ImageIndex, RegistryClient, Rng, TestServer, OCI_INDEX, OCI_MANIFEST,
 };
 
+/// The project files every test writes.
+const FILES: [&str; 3] = ["Dockerfile", "compose.yaml", "k8s.yaml"];
+
 /// Longest a `pinfold lock` run may take; every registry call in it has its own timeouts too.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -26,6 +29,26 @@ struct Run {
     code: Option<i32>,
     stdout: String,
     stderr: String,
+}
+
+impl Run {
+    fn assert_code(&self, code: i32) {
+        assert_eq!(self.code, Some(code), "{self:?}");
+    }
+
+    fn assert_stdout_has(&self, text: &str) {
+        assert!(
+            self.stdout.contains(text),
+            "expected {text:?} on stdout: {self:?}"
+        );
+    }
+
+    fn assert_stderr_has(&self, text: &str) {
+        assert!(
+            self.stderr.contains(text),
+            "expected {text:?} on stderr: {self:?}"
+        );
+    }
 }
 
 impl std::fmt::Debug for Run {
@@ -65,6 +88,11 @@ impl Project {
 
     fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).expect("read project file")
+    }
+
+    /// The contents of the three [`FILES`].
+    fn read_files(&self) -> [String; 3] {
+        FILES.map(|f| self.read(f))
     }
 
     /// `pinfold lock ARGS` in the project directory, bounded by [`RUN_TIMEOUT`].
@@ -231,16 +259,9 @@ async fn lock_finds_every_reference_and_writes_a_stable_lockfile() {
     write_project(&project, &host);
 
     let run = project.lock(&[]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(
-        run.stdout.contains("wrote pinfold.lock (3 images)"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr
-            .contains("compose.yaml:6: warning: service app builds its image"),
-        "{run:?}"
-    );
+    run.assert_code(0);
+    run.assert_stdout_has("wrote pinfold.lock (3 images)");
+    run.assert_stderr_has("compose.yaml:6: warning: service app builds its image");
     let lock = lockfile(&project);
     assert_eq!(lock.images.len(), 3, "{lock:#?}");
 
@@ -331,13 +352,13 @@ async fn lock_finds_every_reference_and_writes_a_stable_lockfile() {
     let run = project
         .lock(&["k8s.yaml", "compose.yaml", "Dockerfile"])
         .await;
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stdout.contains("unchanged: pinfold.lock"), "{run:?}");
+    run.assert_code(0);
+    run.assert_stdout_has("unchanged: pinfold.lock");
     assert_eq!(project.read("pinfold.lock"), first);
 
     // --json tells the same story.
     let run = project.lock(&["--json"]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
     let json: Value = serde_json::from_str(&run.stdout).expect("--json output is JSON");
     assert_eq!(json["changed"], false);
     assert_eq!(json["images"].as_array().map(Vec::len), Some(3));
@@ -346,7 +367,7 @@ async fn lock_finds_every_reference_and_writes_a_stable_lockfile() {
     let run = project
         .lock(&["--platform", "linux/amd64", "--lockfile", "amd64.lock"])
         .await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
     let amd64 = Lockfile::parse(&project.read("amd64.lock")).unwrap();
     let multi = amd64.image(&format!("{host}/base/multi:1")).unwrap();
     assert_eq!(
@@ -356,11 +377,8 @@ async fn lock_finds_every_reference_and_writes_a_stable_lockfile() {
     let run = project
         .lock(&["--platform", "linux/arm64", "--lockfile", "arm64.lock"])
         .await;
-    assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(
-        run.stderr.contains("has no image for platform linux/arm64"),
-        "{run:?}"
-    );
+    run.assert_code(2);
+    run.assert_stderr_has("has no image for platform linux/arm64");
     assert!(!project.path("arm64.lock").exists());
 }
 
@@ -371,31 +389,22 @@ async fn lock_check_names_a_moved_tag_and_added_and_removed_references() {
     let project = Project::new();
     write_project(&project, &host);
     let run = project.lock(&[]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
     let locked = project.read("pinfold.lock");
 
     let run = project.lock(&["--check"]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(
-        run.stdout.contains("pinfold.lock is up to date (3 images)"),
-        "{run:?}"
-    );
+    run.assert_code(0);
+    run.assert_stdout_has("pinfold.lock is up to date (3 images)");
 
     // Upstream moves the tag: --check exits 1 and names old → new, and writes nothing.
     let moved = up.move_single().await;
     let run = project.lock(&["--check"]).await;
-    assert_eq!(run.code, Some(1), "{run:?}");
-    assert!(
-        run.stdout.contains(&format!(
-            "moved: {host}/base/single:1 (Dockerfile:7, compose.yaml:3, k8s.yaml:31)\n  {} -> {}\n",
-            up.single.manifest.digest, moved.manifest.digest
-        )),
-        "{run:?}"
-    );
-    assert!(
-        run.stdout.contains("1 moved, 0 added, 0 removed"),
-        "{run:?}"
-    );
+    run.assert_code(1);
+    run.assert_stdout_has(&format!(
+        "moved: {host}/base/single:1 (Dockerfile:7, compose.yaml:3, k8s.yaml:31)\n  {} -> {}\n",
+        up.single.manifest.digest, moved.manifest.digest
+    ));
+    run.assert_stdout_has("1 moved, 0 added, 0 removed");
     assert_eq!(
         project.read("pinfold.lock"),
         locked,
@@ -421,7 +430,7 @@ async fn lock_check_names_a_moved_tag_and_added_and_removed_references() {
         .push_image("library/busybox", "1.36", &up.tool)
         .await;
     let run = project.lock(&["--check", "--json"]).await;
-    assert_eq!(run.code, Some(1), "{run:?}");
+    run.assert_code(1);
     let json: Value = serde_json::from_str(&run.stdout).expect("--json output is JSON");
     assert_eq!(json["clean"], false);
     assert_eq!(json["moved"][0]["name"], format!("{host}/base/single:1"));
@@ -438,9 +447,9 @@ async fn lock_check_names_a_moved_tag_and_added_and_removed_references() {
 
     // Locking again accepts the new state.
     let run = project.lock(&[]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
     let run = project.lock(&["--check"]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
 }
 
 #[tokio::test]
@@ -459,7 +468,7 @@ async fn lock_rewrite_pins_in_place_and_a_second_run_changes_nothing() {
     std::os::unix::fs::symlink("shared/compose.yaml", project.path("compose.yaml")).unwrap();
 
     let run = project.lock(&["--rewrite"]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
     assert!(std::fs::symlink_metadata(project.path("compose.yaml"))
         .unwrap()
         .file_type()
@@ -486,12 +495,9 @@ async fn lock_rewrite_pins_in_place_and_a_second_run_changes_nothing() {
             .replace(&format!("{host}/base/single:1"), &single)
             .replace(&format!("{host}/tools/copy:1"), &tool)
     );
-    assert!(
-        run.stdout.contains(&format!(
-            "Dockerfile:2: pinned {host}/base/multi:1 -> {multi}"
-        )),
-        "{run:?}"
-    );
+    run.assert_stdout_has(&format!(
+        "Dockerfile:2: pinned {host}/base/multi:1 -> {multi}"
+    ));
     // The lockfile describes the pinned files.
     let lock = lockfile(&project);
     assert_eq!(
@@ -500,44 +506,29 @@ async fn lock_rewrite_pins_in_place_and_a_second_run_changes_nothing() {
     );
     assert_eq!(lock.images.len(), 3, "{lock:#?}");
 
-    let (files, locked) = (
-        ["Dockerfile", "compose.yaml", "k8s.yaml"].map(|f| project.read(f)),
-        project.read("pinfold.lock"),
-    );
+    let (files, locked) = (project.read_files(), project.read("pinfold.lock"));
     let run = project.lock(&["--rewrite"]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
     assert!(!run.stdout.contains("pinned"), "{run:?}");
-    assert_eq!(
-        ["Dockerfile", "compose.yaml", "k8s.yaml"].map(|f| project.read(f)),
-        files
-    );
+    assert_eq!(project.read_files(), files);
     assert_eq!(project.read("pinfold.lock"), locked);
 
     // A pin whose tag moved upstream is reported, not re-pinned.
     let moved = up.move_single().await;
     let run = project.lock(&["--rewrite"]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(
-        run.stderr.contains(&format!(
-            "Dockerfile:7: warning: {single} is pinned to {} but tag 1 now points to {}",
-            up.single.manifest.digest, moved.manifest.digest
-        )),
-        "{run:?}"
-    );
-    assert_eq!(
-        ["Dockerfile", "compose.yaml", "k8s.yaml"].map(|f| project.read(f)),
-        files
-    );
+    run.assert_code(0);
+    run.assert_stderr_has(&format!(
+        "Dockerfile:7: warning: {single} is pinned to {} but tag 1 now points to {}",
+        up.single.manifest.digest, moved.manifest.digest
+    ));
+    assert_eq!(project.read_files(), files);
     // Pinned references do not move, so --check stays clean, but it notes the tag.
     let run = project.lock(&["--check"]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(
-        run.stderr.contains(&format!(
-            "compose.yaml:3: note: {single} is pinned to {} but tag 1 now points to {}",
-            up.single.manifest.digest, moved.manifest.digest
-        )),
-        "{run:?}"
-    );
+    run.assert_code(0);
+    run.assert_stderr_has(&format!(
+        "compose.yaml:3: note: {single} is pinned to {} but tag 1 now points to {}",
+        up.single.manifest.digest, moved.manifest.digest
+    ));
 }
 
 /// A loopback port nothing listens on (bound, then released).
@@ -553,9 +544,9 @@ async fn lock_bad_input_exits_2_with_file_and_line_and_writes_nothing() {
     let project = Project::new();
     write_project(&project, &host);
     let run = project.lock(&[]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
     let locked = project.read("pinfold.lock");
-    let pristine = ["Dockerfile", "compose.yaml", "k8s.yaml"].map(|f| project.read(f));
+    let pristine = project.read_files();
 
     let port = closed_port();
     let cases: Vec<(&str, &str, String, String)> = vec![
@@ -611,9 +602,9 @@ async fn lock_bad_input_exits_2_with_file_and_line_and_writes_nothing() {
         }
         if what == "connection refused" {
             let run = project.lock(&[]).await;
-            assert!(run.stderr.contains("refused"), "{run:?}");
+            run.assert_stderr_has("refused");
         }
-        let index = ["Dockerfile", "compose.yaml", "k8s.yaml"]
+        let index = FILES
             .iter()
             .position(|f| *f == file)
             .expect("a project file");
@@ -623,17 +614,14 @@ async fn lock_bad_input_exits_2_with_file_and_line_and_writes_nothing() {
     // A damaged lockfile fails --check (exit 2) and is replaced by a plain run.
     project.write("pinfold.lock", "version = 1\n[[image]\n");
     let run = project.lock(&["--check"]).await;
-    assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(
-        run.stderr.contains("pinfold.lock: error: invalid lockfile"),
-        "{run:?}"
-    );
+    run.assert_code(2);
+    run.assert_stderr_has("pinfold.lock: error: invalid lockfile");
     let run = project.lock(&[]).await;
-    assert_eq!(run.code, Some(0), "{run:?}");
+    run.assert_code(0);
     assert_eq!(project.read("pinfold.lock"), locked);
 
     // No lockfile at all: --check says to lock first.
     let run = project.lock(&["--check", "--lockfile", "none.lock"]).await;
-    assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(run.stderr.contains("run `pinfold lock` first"), "{run:?}");
+    run.assert_code(2);
+    run.assert_stderr_has("run `pinfold lock` first");
 }
