@@ -177,15 +177,15 @@ async fn push_index(registry: &RegistryClient, repo: &str, tag: &str, index: &Im
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// The Dockerfile: `ARG` before `FROM`, a named stage, `COPY --from=<image>`, a stage used
-/// by name, a second base image.
+/// The Dockerfile: `ARG` before `FROM`, a named stage, `COPY --from=<image>`,
+/// `RUN --mount=from=<image>`, a stage used by name, a second base image.
 fn dockerfile(host: &str) -> String {
     format!(
         "# syntax=docker/dockerfile:1\n\
          ARG BASE={host}/base/multi:1\n\
          FROM ${{BASE}} AS build\n\
          COPY --from={host}/tools/copy:1 /bin/tool /bin/tool\n\
-         RUN tool build\n\
+         RUN --mount=type=bind,from={host}/tools/copy:1,source=/etc,target=/t tool build\n\
          \n\
          FROM {host}/base/single:1\n\
          COPY --from=build /out /app\n\
@@ -339,6 +339,12 @@ async fn lock_finds_every_reference_and_writes_a_stable_lockfile() {
                 &format!("{host}/tools/copy:1")
             ),
             loc(
+                "Dockerfile",
+                5,
+                "mount-from",
+                &format!("{host}/tools/copy:1")
+            ),
+            loc(
                 "k8s.yaml",
                 10,
                 "kubernetes",
@@ -415,8 +421,8 @@ async fn lock_check_names_a_moved_tag_and_added_and_removed_references() {
     project.write(
         "Dockerfile",
         &dockerfile(&host).replace(
-            &format!("COPY --from={host}/tools/copy:1"),
-            &format!("COPY --from={host}/base/multi:1"),
+            &format!("{host}/tools/copy:1"),
+            &format!("{host}/base/multi:1"),
         ),
     );
     project.write(
@@ -559,7 +565,7 @@ async fn lock_bad_input_exits_2_with_file_and_line_and_writes_nothing() {
         (
             "Dockerfile syntax error",
             "Dockerfile",
-            dockerfile(&host).replace("RUN tool build", "RUN <<EOF\ntool build"),
+            dockerfile(&host).replace("tool build", "<<EOF\ntool build"),
             "Dockerfile:5:".to_string(),
         ),
         (
