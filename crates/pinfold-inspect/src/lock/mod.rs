@@ -2,7 +2,7 @@
 //!
 //! Four steps, one module each, so the CLI (and later the server) can drive them:
 //!
-//! 1. [`find`]: image references with file and line in Dockerfiles (`FROM`, `ARG` defaults
+//! 1. [`mod@find`]: image references with file and line in Dockerfiles (`FROM`, `ARG` defaults
 //!    used in `FROM`, `COPY --from=<image>`, `RUN --mount=from=<image>`), compose files
 //!    (`services.*.image`) and Kubernetes manifests (every pod spec's containers), each with
 //!    the exact text it came from;
