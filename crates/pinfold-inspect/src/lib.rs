@@ -3,7 +3,8 @@
 //! per-layer indexes of files and package databases ([`layer`], [`packages`]), comparing two
 //! images and explaining what is likely to break ([`diff`], used by `pinfold diff` and by the
 //! server for drift events), and a full Dockerfile parser ([`dockerfile`]) with determinism
-//! rules over it ([`lint`], used by `pinfold lint`).
+//! rules over it ([`lint`], used by `pinfold lint`), and the digest lockfile behind
+//! `pinfold lock` ([`lock`]).
 //!
 //! This crate works on any image, Dockerfile and registry; it must not depend on the server
 //! (`pinfold-server`), the metadata store (`pinfold-meta`) or the blob store, so the CLI can ship
@@ -19,4 +20,5 @@ pub mod dockerfile;
 pub mod image;
 pub mod layer;
 pub mod lint;
+pub mod lock;
 pub mod packages;

@@ -52,6 +52,13 @@ enum Command {
     /// reference (credentials from ~/.docker/config.json). Exit codes: 0 equal; 1 different;
     /// 2 error.
     Diff(cmd::diff::DiffArgs),
+    /// Pin the image references of Dockerfiles, compose files and Kubernetes manifests to
+    /// digests in pinfold.lock (--check compares, --rewrite pins them in the files).
+    ///
+    /// Exit codes: 0 locked or up to date; 1 --check found references moved, added or
+    /// removed; 2 unreadable or invalid input, or a reference that cannot be resolved
+    /// (nothing is written then).
+    Lock(cmd::lock::LockArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,5 +95,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Lint(args) => cmd::lint::run(args),
         Command::Diff(args) => runtime.block_on(cmd::diff::run(args)),
+        Command::Lock(args) => runtime.block_on(cmd::lock::run(args)),
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod diff;
 pub mod lint;
+pub mod lock;
 pub mod serve;

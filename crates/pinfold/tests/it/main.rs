@@ -16,3 +16,4 @@ mod crash;
 mod diff;
 mod e2e;
 mod harness;
+mod lock;
