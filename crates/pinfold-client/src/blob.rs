@@ -45,28 +45,35 @@ impl BlobStream {
     where
         S: Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static,
     {
-        let inner = futures_util::stream::unfold(Some((Box::pin(body), 0u64)), move |state| async move {
-            let (mut body, mut seen) = state?;
-            match body.next().await {
-                Some(Ok(chunk)) => {
-                    seen += chunk.len() as u64;
-                    match size.filter(|s| seen > *s) {
-                        Some(expected) => Some((
-                            Err(ClientError::SizeMismatch { expected, actual: seen }),
-                            None,
-                        )),
-                        None => Some((Ok(chunk), Some((body, seen)))),
+        let inner =
+            futures_util::stream::unfold(Some((Box::pin(body), 0u64)), move |state| async move {
+                let (mut body, mut seen) = state?;
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        seen += chunk.len() as u64;
+                        match size.filter(|s| seen > *s) {
+                            Some(expected) => Some((
+                                Err(ClientError::SizeMismatch {
+                                    expected,
+                                    actual: seen,
+                                }),
+                                None,
+                            )),
+                            None => Some((Ok(chunk), Some((body, seen)))),
+                        }
                     }
+                    Some(Err(e)) => Some((Err(ClientError::Transport(e)), None)),
+                    None => size.filter(|s| seen != *s).map(|expected| {
+                        (
+                            Err(ClientError::SizeMismatch {
+                                expected,
+                                actual: seen,
+                            }),
+                            None,
+                        )
+                    }),
                 }
-                Some(Err(e)) => Some((Err(ClientError::Transport(e)), None)),
-                None => size.filter(|s| seen != *s).map(|expected| {
-                    (
-                        Err(ClientError::SizeMismatch { expected, actual: seen }),
-                        None,
-                    )
-                }),
-            }
-        });
+            });
         BlobStream {
             size,
             inner: Box::pin(inner),

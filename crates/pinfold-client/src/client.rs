@@ -172,7 +172,11 @@ fn redirect_policy(api_host: &str, allowed: Option<Vec<String>>) -> reqwest::red
         if attempt.previous().len() > MAX_REDIRECTS {
             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
         }
-        let host = attempt.url().host_str().unwrap_or_default().to_ascii_lowercase();
+        let host = attempt
+            .url()
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if host == own || allowed.iter().any(|a| host_allowed(&host, a)) {
             attempt.follow()
         } else {
@@ -455,16 +459,20 @@ impl RegistryClient {
         let resp = self
             .send(Method::GET, url, &pull_scope(repo), headers, true)
             .await?;
-        let resp = match self.check(resp, &format!("{repo} referrers of {digest}")).await {
+        let resp = match self
+            .check(resp, &format!("{repo} referrers of {digest}"))
+            .await
+        {
             Ok(resp) => resp,
             Err(ClientError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let body = read_limited(resp, MAX_MANIFEST_BYTES)
-            .await?
-            .ok_or(ClientError::ManifestTooLarge {
-                limit: MAX_MANIFEST_BYTES,
-            })?;
+        let body =
+            read_limited(resp, MAX_MANIFEST_BYTES)
+                .await?
+                .ok_or(ClientError::ManifestTooLarge {
+                    limit: MAX_MANIFEST_BYTES,
+                })?;
         let index = pinfold_oci::Manifest::parse(Some(media_type::OCI_INDEX), &body)
             .map_err(|e| ClientError::InvalidResponse(format!("referrers index: {e}")))?;
         Ok(Some(index.manifests))

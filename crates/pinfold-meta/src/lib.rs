@@ -42,8 +42,8 @@ mod uploads;
 
 pub use config::MetaConfig;
 pub use engine::Meta;
-pub use mirror::{DriftEvent, DriftResolution, MirrorTagState, UpstreamObservation};
 pub use error::MetaError;
+pub use mirror::{DriftEvent, DriftResolution, MirrorTagState, UpstreamObservation};
 pub use model::{
     JournalEntry, ManifestRecord, NewManifest, ReferrerRecord, TagMove, TagMoveSource, UploadRecord,
 };

@@ -195,11 +195,7 @@ fn event(row: EventRow) -> Result<DriftEvent, MetaError> {
 
 /// How an open event for `event_upstream` closes when the tag serves `pinned` and the
 /// upstream now says `observed`; `None` keeps it open.
-fn closing(
-    event_upstream: &str,
-    pinned: &str,
-    observed: Option<&str>,
-) -> Option<DriftResolution> {
+fn closing(event_upstream: &str, pinned: &str, observed: Option<&str>) -> Option<DriftResolution> {
     if event_upstream == pinned {
         Some(DriftResolution::Accepted)
     } else if observed == Some(pinned) {
@@ -223,9 +219,8 @@ impl Meta {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Option<MirrorTagState>, MetaError> {
-        let sql = format!(
-            "SELECT {STATE_COLUMNS} FROM mirror_tags WHERE repository = $1 AND tag = $2"
-        );
+        let sql =
+            format!("SELECT {STATE_COLUMNS} FROM mirror_tags WHERE repository = $1 AND tag = $2");
         let row: Option<StateRow> = on_engine!(self, |db| sqlx::query_as(&sql)
             .bind(repo.as_str())
             .bind(tag.as_str())
@@ -260,9 +255,8 @@ impl Meta {
     ) -> Result<UpstreamObservation, MetaError> {
         let now = columns::now_micros();
         let observed = observed.map(Digest::as_str);
-        let state_sql = format!(
-            "SELECT {STATE_COLUMNS} FROM mirror_tags WHERE repository = $1 AND tag = $2"
-        );
+        let state_sql =
+            format!("SELECT {STATE_COLUMNS} FROM mirror_tags WHERE repository = $1 AND tag = $2");
         let open_sql = format!(
             "SELECT {EVENT_COLUMNS} FROM drift_events \
              WHERE repository = $1 AND tag = $2 AND resolved_at IS NULL ORDER BY id"

@@ -736,7 +736,9 @@ pub async fn drift_events_follow_the_upstream(meta: &Meta) {
     assert_eq!(first.state.upstream_digest.as_ref(), Some(&a.digest));
     let since_a = first.state.upstream_since.unwrap();
 
-    meta.put_manifest(&a, Some(&t), &mirror_move()).await.unwrap();
+    meta.put_manifest(&a, Some(&t), &mirror_move())
+        .await
+        .unwrap();
     for m in [&b, &c] {
         meta.put_manifest(m, None, &mirror_move()).await.unwrap();
     }
@@ -746,7 +748,11 @@ pub async fn drift_events_follow_the_upstream(meta: &Meta) {
         .unwrap();
     assert_eq!(same.pinned.as_ref(), Some(&a.digest));
     assert!(same.drift.is_none());
-    assert_eq!(same.state.upstream_since, Some(since_a), "unchanged upstream keeps its since");
+    assert_eq!(
+        same.state.upstream_since,
+        Some(since_a),
+        "unchanged upstream keeps its since"
+    );
 
     let moved = meta
         .observe_upstream(&r, &t, "docker.io", Some(&b.digest))
@@ -754,10 +760,16 @@ pub async fn drift_events_follow_the_upstream(meta: &Meta) {
         .unwrap();
     assert!(moved.new_drift);
     let event = moved.drift.unwrap();
-    assert_eq!((&event.pinned_digest, &event.upstream_digest), (&a.digest, &b.digest));
+    assert_eq!(
+        (&event.pinned_digest, &event.upstream_digest),
+        (&a.digest, &b.digest)
+    );
     assert!(moved.state.upstream_since.unwrap() >= since_a);
     // The tag itself did not move.
-    assert_eq!(meta.resolve_tag(&r, &t).await.unwrap().unwrap().digest, a.digest);
+    assert_eq!(
+        meta.resolve_tag(&r, &t).await.unwrap().unwrap().digest,
+        a.digest
+    );
 
     let again = meta
         .observe_upstream(&r, &t, "docker.io", Some(&b.digest))
@@ -770,7 +782,10 @@ pub async fn drift_events_follow_the_upstream(meta: &Meta) {
     assert_eq!(refreshed.first_seen, event.first_seen);
 
     // A lost tag upstream keeps the event open.
-    let lost = meta.observe_upstream(&r, &t, "docker.io", None).await.unwrap();
+    let lost = meta
+        .observe_upstream(&r, &t, "docker.io", None)
+        .await
+        .unwrap();
     assert_eq!(lost.state.upstream_digest, None);
     assert_eq!(meta.drift_events(true, None, 10).await.unwrap().len(), 1);
 
@@ -802,7 +817,10 @@ pub async fn drift_events_follow_the_upstream(meta: &Meta) {
     let id = to_b.drift.unwrap().id;
     let explanation = serde_json::json!({"ranked": [{"package": "ca-certificates"}]});
     assert!(meta.set_drift_explanation(id, &explanation).await.unwrap());
-    assert!(!meta.set_drift_explanation(id + 1000, &explanation).await.unwrap());
+    assert!(!meta
+        .set_drift_explanation(id + 1000, &explanation)
+        .await
+        .unwrap());
     meta.move_tag(
         &r,
         &t,
@@ -825,7 +843,10 @@ pub async fn drift_events_follow_the_upstream(meta: &Meta) {
     let history = meta.tag_history(&r, &t).await.unwrap();
     assert_eq!(
         moves(&history),
-        [(None, Some(a.digest.clone())), (Some(a.digest.clone()), Some(b.digest.clone()))]
+        [
+            (None, Some(a.digest.clone())),
+            (Some(a.digest.clone()), Some(b.digest.clone()))
+        ]
     );
     assert_eq!(history[1].actor, "carol");
     assert_eq!(history[1].source, TagMoveSource::Promote);
@@ -834,7 +855,9 @@ pub async fn drift_events_follow_the_upstream(meta: &Meta) {
 pub async fn mirror_tags_due_oldest_first(meta: &Meta) {
     let r = repo("ghcr.io/org/app");
     let d = digest("x");
-    meta.observe_upstream(&r, &tag("one"), "ghcr.io", Some(&d)).await.unwrap();
+    meta.observe_upstream(&r, &tag("one"), "ghcr.io", Some(&d))
+        .await
+        .unwrap();
     meta.record_upstream_failure(&r, &tag("two"), "ghcr.io", "upstream answered 429")
         .await
         .unwrap();
