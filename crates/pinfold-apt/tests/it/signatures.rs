@@ -1,0 +1,173 @@
+use std::path::Path;
+use std::process::Command;
+
+use pinfold_apt::index::{Release, ReleaseEntry};
+use pinfold_apt::{FileDigests, SigningKey};
+
+use crate::require_tool;
+
+fn release_text() -> String {
+    Release {
+        origin: "Pinfold".into(),
+        label: "Pinfold".into(),
+        suite: "stable".into(),
+        codename: "stable".into(),
+        date: time::OffsetDateTime::now_utc(),
+        valid_until: None,
+        architectures: vec!["amd64".into()],
+        components: vec!["main".into()],
+        description: Some("a line that - has dashes".into()),
+        files: vec![ReleaseEntry {
+            path: "main/binary-amd64/Packages".into(),
+            digests: FileDigests::of(b"Package: x\n"),
+        }],
+    }
+    .render()
+}
+
+struct Signed {
+    dir: tempfile::TempDir,
+    key: SigningKey,
+    release: String,
+}
+
+impl Signed {
+    fn new() -> Signed {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, generated) =
+            SigningKey::load_or_generate(&dir.path().join("keys/apt.asc"), "Pinfold test <t@t>")
+                .unwrap();
+        assert!(generated);
+        let release = release_text();
+        std::fs::write(dir.path().join("Release"), &release).unwrap();
+        std::fs::write(
+            dir.path().join("InRelease"),
+            key.clearsign(&release).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("Release.gpg"),
+            key.detached_sign(release.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("key.asc"),
+            key.public_key_armored().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("key.gpg"), key.public_key_binary().unwrap()).unwrap();
+        Signed { dir, key, release }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn gpgv(keyring: &Path, args: &[&Path]) -> (bool, String) {
+    let home = tempfile::tempdir().unwrap();
+    run(Command::new("gpgv")
+        .env("GNUPGHOME", home.path())
+        .arg("--keyring")
+        .arg(keyring)
+        .args(args))
+}
+
+#[test]
+fn gpgv_verifies_inrelease_and_release_gpg() {
+    if !require_tool("gpgv") {
+        return;
+    }
+    let s = Signed::new();
+    // gpgv reads binary keyrings (apt hands it .gpg files, or .asc after dearmoring).
+    let keyring = s.path("key.gpg");
+    let (ok, out) = gpgv(&keyring, &[&s.path("InRelease")]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("EDDSA") || out.contains("Good signature"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&s.key.fingerprint()) || out.contains("Good signature"),
+        "{out}"
+    );
+    let (ok, out) = gpgv(&keyring, &[&s.path("Release.gpg"), &s.path("Release")]);
+    assert!(ok, "{out}");
+    // A changed Release fails: the test can fail.
+    std::fs::write(s.path("Release"), s.release.replace("stable", "unstable")).unwrap();
+    let (ok, out) = gpgv(&keyring, &[&s.path("Release.gpg"), &s.path("Release")]);
+    assert!(!ok, "tampered Release verified: {out}");
+}
+
+#[test]
+fn sqv_verifies_with_armored_key_and_sha256() {
+    if !require_tool("sqv") {
+        return;
+    }
+    let s = Signed::new();
+    let (ok, out) = run(Command::new("sqv")
+        .arg("--keyring")
+        .arg(s.path("key.asc"))
+        .arg(s.path("Release.gpg"))
+        .arg(s.path("Release")));
+    assert!(ok, "{out}");
+    assert!(out.contains(&s.key.fingerprint()), "{out}");
+    // InRelease is checked by gpgv above (apt 2.6 splits and verifies it with gpgv).
+    // A different key does not verify.
+    let other = SigningKey::generate("other <o@o>").unwrap();
+    std::fs::write(s.path("other.asc"), other.public_key_armored().unwrap()).unwrap();
+    let (ok, out) = run(Command::new("sqv")
+        .arg("--keyring")
+        .arg(s.path("other.asc"))
+        .arg(s.path("Release.gpg"))
+        .arg(s.path("Release")));
+    assert!(!ok, "wrong key verified: {out}");
+}
+
+#[test]
+fn signatures_use_sha256_and_the_clearsigned_text_is_the_release() {
+    let s = Signed::new();
+    let inrelease = std::fs::read_to_string(s.path("InRelease")).unwrap();
+    assert!(
+        inrelease.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n"),
+        "{inrelease}"
+    );
+    assert!(inrelease.contains(&s.release), "{inrelease}");
+    let (message, _) = pgp::composed::CleartextSignedMessage::from_string(&inrelease).unwrap();
+    for sig in message.signatures() {
+        assert_eq!(
+            sig.hash_alg(),
+            Some(pgp::crypto::hash::HashAlgorithm::Sha256)
+        );
+    }
+}
+
+#[test]
+fn stored_key_is_reloaded_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("apt-signing-key.asc");
+    let (first, generated) = SigningKey::load_or_generate(&path, "a <a@a>").unwrap();
+    assert!(generated);
+    let (second, generated) = SigningKey::load_or_generate(&path, "a <a@a>").unwrap();
+    assert!(!generated);
+    assert_eq!(first.fingerprint(), second.fingerprint());
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::write(&path, "not a key").unwrap();
+    assert!(SigningKey::load_or_generate(&path, "a <a@a>").is_err());
+}
