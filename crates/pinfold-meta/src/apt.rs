@@ -454,7 +454,7 @@ impl Meta {
     /// # Errors
     /// [`MetaError::AptRepoUnknown`]; [`MetaError::AptPathConflict`] when another file is
     /// stored at `path`; [`MetaError::AptPackageConflict`] when the distribution, component
-    /// and architecture already list this name and version with another file;
+    /// and architecture already list this name and version with another file or path;
     /// [`MetaError::Database`].
     pub async fn apt_add_packages(
         &self,
@@ -486,9 +486,10 @@ impl Meta {
                         existing_sha256: existing,
                     });
                 }
-                let listed: Option<String> = sqlx::query_scalar(
-                    "SELECT sha256 FROM apt_packages WHERE repo_id = $1 AND distribution = $2 \
-                     AND component = $3 AND architecture = $4 AND name = $5 AND version = $6",
+                let listed: Option<(String, String)> = sqlx::query_as(
+                    "SELECT sha256, path FROM apt_packages WHERE repo_id = $1 \
+                     AND distribution = $2 AND component = $3 AND architecture = $4 \
+                     AND name = $5 AND version = $6",
                 )
                 .bind(repo_id)
                 .bind(&p.distribution)
@@ -499,7 +500,9 @@ impl Meta {
                 .fetch_optional(&mut *tx)
                 .await?;
                 match listed {
-                    Some(sha) if sha == p.sha256 => continue,
+                    Some((sha, path)) if sha == p.sha256 && path == p.path => continue,
+                    // The same package under another path, or other content: an index lists
+                    // one file per name, version and architecture.
                     Some(_) => {
                         return Err(MetaError::AptPackageConflict {
                             name: p.name.clone(),

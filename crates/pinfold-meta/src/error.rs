@@ -61,7 +61,7 @@ pub enum MetaError {
     },
     /// The distribution, component and architecture already list this package version with
     /// another file.
-    #[error("{name} {version} ({architecture}) is already in {distribution}/{component} with different content")]
+    #[error("{name} {version} ({architecture}) is already in {distribution}/{component} as another file or at another path")]
     AptPackageConflict {
         /// Package name.
         name: String,

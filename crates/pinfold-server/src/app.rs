@@ -18,7 +18,7 @@ use tracing::Level;
 
 use crate::registry::Registry;
 use crate::workers::{UploadJanitor, Workers};
-use crate::{api, v2, ServerConfig, ServerError};
+use crate::{api, apt, v2, ServerConfig, ServerError};
 
 /// What every handler may reach.
 #[derive(Clone, Debug)]
@@ -27,6 +27,8 @@ pub struct AppState {
     pub registry: Registry,
     /// The background workers and their statuses.
     pub workers: Workers,
+    /// The Debian repository.
+    pub apt: apt::AptService,
 }
 
 impl FromRef<AppState> for Registry {
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2::routes())
         .merge(api::routes())
+        .merge(apt::routes())
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .with_state(state)
         .layer(
@@ -147,9 +150,20 @@ impl Server {
             Duration::from_secs(config.upload_idle_expiry_seconds),
             Duration::from_secs(config.upload_janitor_interval_seconds),
         ));
+        let apt = apt::AptService::open(
+            registry.store().clone(),
+            registry.meta().clone(),
+            config.apt_settings(registry.store().root()),
+        )
+        .map_err(ServerError::AptKey)?;
+        workers.spawn(crate::workers::AptReindexer::new(
+            apt.clone(),
+            Duration::from_secs(config.apt_reindex_poll_seconds),
+        ));
         let app = router(AppState {
             registry: registry.clone(),
             workers: workers.clone(),
+            apt,
         });
         // Small answers (manifests, upload receipts) must not wait for Nagle.
         let listener = listener.tap_io(|tcp| {

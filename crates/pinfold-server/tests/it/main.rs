@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod apt;
 mod base;
 mod blobs;
 mod catalog;
