@@ -197,6 +197,70 @@ impl Release {
     }
 }
 
+/// Why an upstream `Release` file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    /// The text is not deb822.
+    #[error("Release: {0}")]
+    Syntax(#[from] crate::ControlError),
+    /// It lists no SHA256 section, so nothing it names can be verified.
+    #[error("Release has no SHA256 section")]
+    NoSha256,
+    /// A SHA256 line is not `<64 hex> <size> <path>`.
+    #[error("Release: malformed SHA256 line {0:?}")]
+    BadLine(String),
+}
+
+/// What a client needs from an upstream `Release`: its components, architectures, and the
+/// size and SHA-256 of every index file it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRelease {
+    /// `Components`.
+    pub components: Vec<String>,
+    /// `Architectures`.
+    pub architectures: Vec<String>,
+    /// path → (size, SHA-256 hex), from the `SHA256` section.
+    pub sha256: std::collections::BTreeMap<String, (u64, String)>,
+}
+
+/// Parses an upstream `Release` (or the text of an `InRelease`, signature removed).
+///
+/// # Errors
+/// [`ReleaseError`] for syntax errors, a missing SHA256 section or a malformed line.
+pub fn parse_release(text: &str) -> Result<UpstreamRelease, ReleaseError> {
+    let paragraph = crate::control::parse_paragraphs(text)?
+        .into_iter()
+        .next()
+        .ok_or(ReleaseError::NoSha256)?;
+    let words = |name: &str| -> Vec<String> {
+        paragraph
+            .get(name)
+            .map(|v| v.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let section = paragraph.get("SHA256").ok_or(ReleaseError::NoSha256)?;
+    let mut sha256 = std::collections::BTreeMap::new();
+    for line in section.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [hash, size, path] = parts.as_slice() else {
+            return Err(ReleaseError::BadLine(line.to_owned()));
+        };
+        let size: u64 = size
+            .parse()
+            .map_err(|_| ReleaseError::BadLine(line.to_owned()))?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ReleaseError::BadLine(line.to_owned()));
+        }
+        sha256.insert((*path).to_owned(), (size, hash.to_ascii_lowercase()));
+    }
+    Ok(UpstreamRelease {
+        components: words("Components"),
+        architectures: words("Architectures"),
+        sha256,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +387,39 @@ mod tests {
         assert!(expiring
             .render()
             .contains("Valid-Until: Sun, 29 Nov 2026 04:52:47 UTC\n"));
+    }
+
+    #[test]
+    fn parses_an_upstream_release_and_its_own_output() {
+        let release = Release {
+            origin: "o".into(),
+            label: "l".into(),
+            suite: "stable".into(),
+            codename: "stable".into(),
+            date: time::macros::datetime!(2026-11-22 04:52:47 UTC),
+            valid_until: None,
+            architectures: vec!["amd64".into()],
+            components: vec!["main".into(), "contrib".into()],
+            description: None,
+            files: vec![ReleaseEntry {
+                path: "main/binary-amd64/Packages.gz".into(),
+                digests: FileDigests::of(b"abc"),
+            }],
+        };
+        let parsed = parse_release(&release.render()).unwrap();
+        assert_eq!(parsed.components, ["main", "contrib"]);
+        assert_eq!(parsed.architectures, ["amd64"]);
+        assert_eq!(
+            parsed.sha256.get("main/binary-amd64/Packages.gz").unwrap(),
+            &(
+                3,
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into()
+            )
+        );
+        assert_eq!(parse_release("Origin: x\n"), Err(ReleaseError::NoSha256));
+        assert!(matches!(
+            parse_release("SHA256:\n abc 1 x\n"),
+            Err(ReleaseError::BadLine(_))
+        ));
     }
 }

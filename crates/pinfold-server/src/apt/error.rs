@@ -80,6 +80,11 @@ impl AptError {
         )
     }
 
+    /// 502: the upstream archive of a mirror failed or served something that does not verify.
+    pub fn bad_gateway(message: impl Into<String>) -> AptError {
+        AptError::new(StatusCode::BAD_GATEWAY, message)
+    }
+
     /// 500: a failure of Pinfold, not of the request. The cause is logged with an id.
     pub fn internal(cause: impl std::fmt::Display) -> AptError {
         let id = uuid::Uuid::new_v4();

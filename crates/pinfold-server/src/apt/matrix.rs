@@ -107,6 +107,21 @@ fn check_segment(segment: &str) -> Result<(), AptError> {
     }
 }
 
+/// A `.deb` path inside a repository (`pool/main/h/hello/hello_1.0_amd64.deb`), as a mirror's
+/// upstream index names it: safe segments, not under `dists/`.
+pub fn check_deb_path(path: &str) -> Result<(), AptError> {
+    let segments: Vec<&str> = path.split('/').collect();
+    if segments.len() > MAX_SEGMENTS || segments.first() == Some(&"dists") {
+        return Err(AptError::bad_request(format!(
+            "invalid package path {path:?}"
+        )));
+    }
+    for segment in segments {
+        check_segment(segment)?;
+    }
+    Ok(())
+}
+
 fn push_unique(list: &mut Vec<String>, value: String) {
     if !list.contains(&value) {
         list.push(value);

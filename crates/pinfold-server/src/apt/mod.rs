@@ -7,14 +7,17 @@
 //! | `GET /apt/<prefix>/dists/<dist>/...` (Release, InRelease, Release.gpg, Packages*, by-hash) | `files.rs` |
 //! | `GET /apt/<prefix>/<path>` (packages), `GET /artifactory/<repo>/<path>` | `files.rs` |
 //! | `GET /apt/pinfold.asc`, `GET /apt/pinfold.gpg` (the signing key) | `files.rs` |
+//! | `/api/v1/apt/...` (repositories, mirror sync, snapshots, publications, diff) | `api.rs`, `mirror.rs` |
 //!
 //! Paths are parsed once (`matrix.rs`); errors are Artifactory-shaped (`error.rs`); the rules
 //! live in `service.rs`. Indices are rebuilt by the `apt-reindex` worker.
 
+pub mod api;
 pub mod deploy;
 pub mod error;
 pub mod files;
 pub mod matrix;
+pub mod mirror;
 pub mod service;
 
 use axum::extract::FromRef;
@@ -41,4 +44,5 @@ pub fn routes() -> Router<AppState> {
         .route("/apt/pinfold.asc", get(files::public_key_armored))
         .route("/apt/pinfold.gpg", get(files::public_key_binary))
         .route("/apt/{*path}", get(files::get_apt).put(deploy::put_native))
+        .merge(api::routes())
 }

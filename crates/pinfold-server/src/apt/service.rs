@@ -120,6 +120,11 @@ impl AptService {
         &self.inner.meta
     }
 
+    /// The blob store.
+    pub fn store(&self) -> &BlobStore {
+        &self.inner.store
+    }
+
     /// The settings.
     pub fn settings(&self) -> &AptSettings {
         &self.inner.settings

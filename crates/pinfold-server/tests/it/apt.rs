@@ -23,7 +23,7 @@ const REINDEX_DEADLINE: Duration = Duration::from_secs(1);
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The path of `name` on PATH, or a panic naming the Debian package.
-fn require_tool(name: &str, package: &str) -> PathBuf {
+pub(crate) fn require_tool(name: &str, package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -32,7 +32,11 @@ fn require_tool(name: &str, package: &str) -> PathBuf {
 }
 
 /// Runs a command with a time limit; returns (success, stdout, stderr).
-async fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+pub(crate) async fn run(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -60,7 +64,7 @@ async fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, Stri
 
 /// Builds `<name>_<version>_<arch>.deb` with the real dpkg-deb into `dir`; `control_extra`
 /// is appended to the control file, `omit` removes a field.
-async fn build_deb(
+pub(crate) async fn build_deb(
     dir: &Path,
     name: &str,
     version: &str,
@@ -108,13 +112,13 @@ async fn build_deb(
     out
 }
 
-fn matrix(dist: &str, comp: &str, arch: &str) -> String {
+pub(crate) fn matrix(dist: &str, comp: &str, arch: &str) -> String {
     format!(";deb.distribution={dist};deb.component={comp};deb.architecture={arch}")
 }
 
 /// Polls `path` until its body contains `needle`, at most [`REINDEX_DEADLINE`] plus slack for
 /// a loaded test machine; returns the body and how long it took.
-async fn wait_for(server: &TestServer, path: &str, needle: &str) -> (String, Duration) {
+pub(crate) async fn wait_for(server: &TestServer, path: &str, needle: &str) -> (String, Duration) {
     let start = Instant::now();
     // Bounded: at most 100 polls, 3 s in all (the second beyond issue 7's bound absorbs
     // two cores shared by parallel tests; the elapsed time is asserted separately).
@@ -134,7 +138,11 @@ async fn wait_for(server: &TestServer, path: &str, needle: &str) -> (String, Dur
     panic!("{path} did not contain {needle:?} within 3 s");
 }
 
-async fn assert_apt_error(resp: reqwest::Response, status: StatusCode, needle: &str) -> Value {
+pub(crate) async fn assert_apt_error(
+    resp: reqwest::Response,
+    status: StatusCode,
+    needle: &str,
+) -> Value {
     assert_eq!(resp.status(), status, "expected {status}");
     assert_eq!(
         resp.headers()
@@ -926,6 +934,6 @@ type BadCase = (
     &'static str,
 );
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

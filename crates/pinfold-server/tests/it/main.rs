@@ -7,6 +7,7 @@
 mod harness;
 
 mod apt;
+mod apt_mirror;
 mod base;
 mod blobs;
 mod catalog;
