@@ -44,6 +44,11 @@ enum Command {
     /// Exit codes: 0 no finding at or above --fail-level; 1 findings; 2 unreadable file or
     /// syntax error.
     Lint(cmd::lint::LintArgs),
+    /// Debian repository management: repositories, mirrors, snapshots, publications, diff
+    /// (talks to a running server's /api/v1/apt/).
+    ///
+    /// Exit codes: 0 success; 1 `diff` found differences; 2 error.
+    Apt(cmd::apt::AptArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,5 +84,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lint(args) => cmd::lint::run(args),
+        Command::Apt(args) => runtime.block_on(cmd::apt::run(args)),
     }
 }

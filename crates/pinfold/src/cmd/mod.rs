@@ -1,4 +1,5 @@
 //! One file per subcommand.
 
+pub mod apt;
 pub mod lint;
 pub mod serve;
