@@ -937,3 +937,57 @@ type BadCase = (
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Sends a PUT with `Expect: 100-continue` over raw TCP; returns the interim answer (before
+/// any body byte was sent) and, if the server asked for the body, the final answer.
+async fn put_expecting_continue(server: &TestServer, path: &str, headers: &str, body: &[u8]) -> (String, String) {
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n{headers}\r\n",
+        server.addr,
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("an interim or final answer within 5 s")
+        .unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    if !first.starts_with("HTTP/1.1 100") {
+        return (first, String::new());
+    }
+    tcp.write_all(body).await.unwrap();
+    let mut rest = Vec::new();
+    // Bounded: the answer arrives and the connection is closed by us after 5 s at most.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            rest.extend_from_slice(&buf[..n]);
+            if n == 0 || String::from_utf8_lossy(&rest).contains("\"checksums\"") {
+                break;
+            }
+        }
+    })
+    .await;
+    (first, String::from_utf8_lossy(&rest).into_owned())
+}
+
+#[tokio::test]
+async fn apt_expect_100_continue_asks_for_the_body_only_when_it_can_be_accepted() {
+    let server = TestServer::start_with(|c| c.apt_deploy_keys = vec!["k".into()]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = std::fs::read(build_deb(tmp.path(), "hello", "1.0", "amd64", None).await).unwrap();
+    let path = format!("/artifactory/ci/pool/hello.deb{}", matrix("s", "main", "amd64"));
+    // No key: refused before the body is sent.
+    let (first, _) = put_expecting_continue(&server, &path, "", &deb).await;
+    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+    // An unknown matrix key: refused before the body too.
+    let bad = format!("{path};deb.nope=1");
+    let (first, _) = put_expecting_continue(&server, &bad, "X-JFrog-Art-Api: k\r\n", &deb).await;
+    assert!(first.starts_with("HTTP/1.1 400"), "{first}");
+    // Accepted: 100 Continue, then 201.
+    let (first, last) = put_expecting_continue(&server, &path, "X-JFrog-Art-Api: k\r\n", &deb).await;
+    assert!(first.starts_with("HTTP/1.1 100"), "{first}");
+    assert!(last.starts_with("HTTP/1.1 201") || last.contains("HTTP/1.1 201"), "{last}");
+}
