@@ -56,7 +56,10 @@ fn median(mut times: Vec<Duration>) -> Duration {
 }
 
 fn report(name: &str, times: Vec<Duration>) {
-    let each: Vec<String> = times.iter().map(|t| format!("{:.3}", t.as_secs_f64())).collect();
+    let each: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.3}", t.as_secs_f64()))
+        .collect();
     println!(
         "metric {name} {} median {:.3}",
         each.join(" "),
@@ -67,7 +70,9 @@ fn report(name: &str, times: Vec<Duration>) {
 async fn reindex(n: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = BlobStore::open(dir.path()).expect("store");
-    let meta = Meta::open_sqlite(&dir.path().join("meta.db")).await.expect("meta");
+    let meta = Meta::open_sqlite(&dir.path().join("meta.db"))
+        .await
+        .expect("meta");
     let apt = AptService::open(
         store,
         meta.clone(),
@@ -106,7 +111,10 @@ async fn reindex(n: usize) {
     }
     let packages = meta.apt_packages("bench", "stable").await.expect("list");
     assert_eq!(packages.len(), n + 3);
-    report(&format!("apt_reindex_after_one_upload_{n}_packages_seconds"), times);
+    report(
+        &format!("apt_reindex_after_one_upload_{n}_packages_seconds"),
+        times,
+    );
     meta.close().await;
 }
 
@@ -120,7 +128,12 @@ fn packages(n: usize) {
                 name: l.name,
                 architecture: l.architecture,
                 filename: l.path,
-                digests: FileDigests { size: l.size, md5: l.md5, sha1: l.sha1, sha256: l.sha256 },
+                digests: FileDigests {
+                    size: l.size,
+                    md5: l.md5,
+                    sha1: l.sha1,
+                    sha256: l.sha256,
+                },
             }
         })
         .collect();
@@ -144,7 +157,10 @@ fn packages(n: usize) {
         );
     }
     report(&format!("apt_packages_file_{n}_packages_seconds"), plain);
-    report(&format!("apt_packages_gz_xz_{n}_packages_seconds"), compressed);
+    report(
+        &format!("apt_packages_gz_xz_{n}_packages_seconds"),
+        compressed,
+    );
 }
 
 #[tokio::main]

@@ -940,7 +940,12 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Sends a PUT with `Expect: 100-continue` over raw TCP; returns the interim answer (before
 /// any body byte was sent) and, if the server asked for the body, the final answer.
-async fn put_expecting_continue(server: &TestServer, path: &str, headers: &str, body: &[u8]) -> (String, String) {
+async fn put_expecting_continue(
+    server: &TestServer,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (String, String) {
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
         "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n{headers}\r\n",
@@ -978,7 +983,10 @@ async fn apt_expect_100_continue_asks_for_the_body_only_when_it_can_be_accepted(
     let server = TestServer::start_with(|c| c.apt_deploy_keys = vec!["k".into()]).await;
     let tmp = tempfile::tempdir().unwrap();
     let deb = std::fs::read(build_deb(tmp.path(), "hello", "1.0", "amd64", None).await).unwrap();
-    let path = format!("/artifactory/ci/pool/hello.deb{}", matrix("s", "main", "amd64"));
+    let path = format!(
+        "/artifactory/ci/pool/hello.deb{}",
+        matrix("s", "main", "amd64")
+    );
     // No key: refused before the body is sent.
     let (first, _) = put_expecting_continue(&server, &path, "", &deb).await;
     assert!(first.starts_with("HTTP/1.1 401"), "{first}");
@@ -987,7 +995,11 @@ async fn apt_expect_100_continue_asks_for_the_body_only_when_it_can_be_accepted(
     let (first, _) = put_expecting_continue(&server, &bad, "X-JFrog-Art-Api: k\r\n", &deb).await;
     assert!(first.starts_with("HTTP/1.1 400"), "{first}");
     // Accepted: 100 Continue, then 201.
-    let (first, last) = put_expecting_continue(&server, &path, "X-JFrog-Art-Api: k\r\n", &deb).await;
+    let (first, last) =
+        put_expecting_continue(&server, &path, "X-JFrog-Art-Api: k\r\n", &deb).await;
     assert!(first.starts_with("HTTP/1.1 100"), "{first}");
-    assert!(last.starts_with("HTTP/1.1 201") || last.contains("HTTP/1.1 201"), "{last}");
+    assert!(
+        last.starts_with("HTTP/1.1 201") || last.contains("HTTP/1.1 201"),
+        "{last}"
+    );
 }
