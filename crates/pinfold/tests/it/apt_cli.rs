@@ -140,3 +140,72 @@ async fn apt_cli_snapshots_diff_and_publish() {
     assert_eq!(unknown.code(), Some(2));
     assert!(unknown.stderr().contains("unknown"), "{}", unknown.stderr());
 }
+
+/// An acknowledged upload survives `kill -9`: after a restart the package is listed, served
+/// byte for byte, and the signed indices (rebuilt at start if the crash came first) name it,
+/// signed by the same key.
+#[tokio::test]
+async fn apt_acknowledged_upload_survives_sigkill() {
+    let mut server = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = std::fs::read(build_deb(tmp.path(), "1.2.13-1").await).unwrap();
+    let key_before = server
+        .client()
+        .get(format!("{}/apt/pinfold.asc", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let path = "/artifactory/ci/pool/c.deb;deb.distribution=stable;deb.component=main;deb.architecture=amd64";
+    let resp = server
+        .client()
+        .put(format!("{}{path}", server.url()))
+        .body(deb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // Crash right after the acknowledgement, probably before the debounced reindex ran.
+    server.kill();
+    server.restart().await;
+    let got = server
+        .client()
+        .get(format!("{}/apt/ci/pool/c.deb", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap(), deb);
+    // The reindexer runs once at start: the indices appear without another upload.
+    let packages_url = format!(
+        "{}/apt/ci/dists/stable/main/binary-amd64/Packages",
+        server.url()
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let resp = server.client().get(&packages_url).send().await.unwrap();
+        if resp.status() == 200 && resp.text().await.unwrap().contains("Version: 1.2.13-1") {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "indices missing after restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let key_after = server
+        .client()
+        .get(format!("{}/apt/pinfold.asc", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        key_before, key_after,
+        "the signing key changed across a crash"
+    );
+}
