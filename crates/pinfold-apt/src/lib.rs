@@ -27,5 +27,5 @@ pub mod version;
 pub use control::{Architecture, BinaryControl, ControlError, PackageName, Paragraph};
 pub use deb::{read_deb, DebError, DebInfo};
 pub use digests::{FileDigests, MultiHasher};
-pub use sign::{SignError, SigningKey};
+pub use sign::{parse_public_keys, verify_clearsigned, SignError, SigningKey};
 pub use version::{DebVersion, VersionError};

@@ -50,6 +50,69 @@ pub enum SignError {
     /// The key is protected by a passphrase; Pinfold signs unattended.
     #[error("the signing key is passphrase-protected; configure an unprotected key")]
     Protected,
+    /// No signature of the message verifies with the given keys.
+    #[error("no signature verifies with the configured key")]
+    BadSignature,
+    /// The only verifying signature uses a hash apt no longer trusts (MD5, SHA-1).
+    #[error("the signature uses the weak hash {0:?}")]
+    WeakHash(HashAlgorithm),
+}
+
+/// Parses armored public key(s) and returns how many there are (an upstream key is checked
+/// when a mirror is created, not at its first sync).
+///
+/// # Errors
+/// [`SignError::Pgp`] when the text holds no parsable public key.
+pub fn parse_public_keys(keys_armored: &str) -> Result<usize, SignError> {
+    let (keys, _) = SignedPublicKey::from_string_many(keys_armored)?;
+    let mut count = 0;
+    for key in keys {
+        key?.verify()?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(SignError::BadSignature);
+    }
+    Ok(count)
+}
+
+/// Verifies a clearsigned message (an upstream `InRelease`) with the armored public key(s)
+/// `keys_armored` (primary keys and their subkeys) and returns the signed text, `\n` line
+/// endings, ending with a newline. What is outside the signature is never returned.
+///
+/// # Errors
+/// [`SignError::Pgp`] for text that is not a clearsigned message or keys that do not parse;
+/// [`SignError::BadSignature`] when no signature verifies; [`SignError::WeakHash`] for a
+/// signature hashed with MD5 or SHA-1 (apt 3 rejects those too).
+pub fn verify_clearsigned(message: &str, keys_armored: &str) -> Result<String, SignError> {
+    let (message, _) = CleartextSignedMessage::from_string(message)?;
+    let (keys, _) = SignedPublicKey::from_string_many(keys_armored)?;
+    let mut weak = None;
+    for key in keys {
+        let key = key?;
+        let mut found = vec![message.verify(&key.primary_key).ok()];
+        found.extend(
+            key.public_subkeys
+                .iter()
+                .map(|sub| message.verify(&sub.key).ok()),
+        );
+        for signature in found.into_iter().flatten() {
+            match signature.hash_alg() {
+                Some(h @ (HashAlgorithm::Md5 | HashAlgorithm::Sha1))
+                | Some(h @ HashAlgorithm::Ripemd160) => weak = Some(h),
+                _ => {
+                    // The line break before the signature belongs to the framework (RFC 9580
+                    // §7.1), so the signed text lacks the file's final newline: put it back.
+                    let mut text = message.signed_text().replace("\r\n", "\n");
+                    if !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    return Ok(text);
+                }
+            }
+        }
+    }
+    Err(weak.map_or(SignError::BadSignature, SignError::WeakHash))
 }
 
 /// A repository signing key: the secret key and its self-signed public key.

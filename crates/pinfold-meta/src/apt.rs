@@ -52,6 +52,9 @@ pub struct AptRepo {
     pub upstream_url: Option<String>,
     /// Mirror: the upstream suite (distribution) followed.
     pub upstream_suite: Option<String>,
+    /// Mirror: armored public key(s) the upstream `InRelease` must be signed with; `None`
+    /// syncs the unsigned `Release`.
+    pub upstream_key: Option<String>,
     /// Mirror: components to follow (empty: all the upstream Release lists).
     pub components: Vec<String>,
     /// Mirror: architectures to follow (empty: all the upstream Release lists).
@@ -72,6 +75,8 @@ pub struct NewAptRepo {
     pub upstream_url: Option<String>,
     /// Mirror: upstream suite (required for mirrors, absent for local).
     pub upstream_suite: Option<String>,
+    /// Mirror: armored public key(s) the upstream `InRelease` must verify with.
+    pub upstream_key: Option<String>,
     /// Mirror: component filter.
     pub components: Vec<String>,
     /// Mirror: architecture filter.
@@ -236,6 +241,7 @@ type RepoRow = (
     String,
     Option<String>,
     Option<String>,
+    Option<String>,
     String,
     String,
     i64,
@@ -246,7 +252,16 @@ fn words(text: String) -> Vec<String> {
 }
 
 fn repo(row: RepoRow) -> Result<AptRepo, MetaError> {
-    let (name, kind, upstream_url, upstream_suite, components, architectures, created_at) = row;
+    let (
+        name,
+        kind,
+        upstream_url,
+        upstream_suite,
+        upstream_key,
+        components,
+        architectures,
+        created_at,
+    ) = row;
     let kind = match kind.as_str() {
         "local" => AptRepoKind::Local,
         "mirror" => AptRepoKind::Mirror,
@@ -262,6 +277,7 @@ fn repo(row: RepoRow) -> Result<AptRepo, MetaError> {
         kind,
         upstream_url,
         upstream_suite,
+        upstream_key,
         components: words(components),
         architectures: words(architectures),
         created_at: columns::time_from_micros(created_at)?,
@@ -392,14 +408,15 @@ impl Meta {
         on_engine!(self, |db| {
             let mut tx = db.write().await?;
             let inserted = sqlx::query(
-                "INSERT INTO apt_repos (name, kind, upstream_url, upstream_suite, components, \
-                 architectures, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                "INSERT INTO apt_repos (name, kind, upstream_url, upstream_suite, upstream_key, \
+                 components, architectures, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(&new.name)
             .bind(new.kind.as_str())
             .bind(&new.upstream_url)
             .bind(&new.upstream_suite)
+            .bind(&new.upstream_key)
             .bind(new.components.join(" "))
             .bind(new.architectures.join(" "))
             .bind(columns::now_micros())
@@ -420,13 +437,15 @@ impl Meta {
     /// # Errors
     /// [`MetaError::Database`], [`MetaError::CorruptValue`].
     pub async fn apt_repo(&self, name: &str) -> Result<Option<AptRepo>, MetaError> {
-        let row: Option<RepoRow> = on_engine!(self, |db| sqlx::query_as(
-            "SELECT name, kind, upstream_url, upstream_suite, components, architectures, \
+        let row: Option<RepoRow> = on_engine!(self, |db| {
+            sqlx::query_as(
+            "SELECT name, kind, upstream_url, upstream_suite, upstream_key, components, architectures, \
              created_at FROM apt_repos WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(&db.readers)
-        .await?);
+        .await?
+        });
         row.map(repo).transpose()
     }
 
@@ -435,12 +454,14 @@ impl Meta {
     /// # Errors
     /// [`MetaError::Database`], [`MetaError::CorruptValue`].
     pub async fn apt_repos(&self) -> Result<Vec<AptRepo>, MetaError> {
-        let rows: Vec<RepoRow> = on_engine!(self, |db| sqlx::query_as(
-            "SELECT name, kind, upstream_url, upstream_suite, components, architectures, \
+        let rows: Vec<RepoRow> = on_engine!(self, |db| {
+            sqlx::query_as(
+            "SELECT name, kind, upstream_url, upstream_suite, upstream_key, components, architectures, \
              created_at FROM apt_repos ORDER BY name"
         )
         .fetch_all(&db.readers)
-        .await?);
+        .await?
+        });
         rows.into_iter().map(repo).collect()
     }
 

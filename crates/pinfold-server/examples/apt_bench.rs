@@ -89,6 +89,7 @@ async fn reindex(n: usize) {
         kind: pinfold_meta::AptRepoKind::Local,
         upstream_url: None,
         upstream_suite: None,
+        upstream_key: None,
         components: vec![],
         architectures: vec![],
     })

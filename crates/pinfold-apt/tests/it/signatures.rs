@@ -171,3 +171,90 @@ fn stored_key_is_reloaded_and_private() {
     std::fs::write(&path, "not a key").unwrap();
     assert!(SigningKey::load_or_generate(&path, "a <a@a>").is_err());
 }
+
+#[test]
+fn clearsigned_messages_verify_only_with_the_right_key() {
+    let s = Signed::new();
+    let inrelease = std::fs::read_to_string(s.path("InRelease")).unwrap();
+    let public = s.key.public_key_armored().unwrap();
+    assert_eq!(
+        pinfold_apt::verify_clearsigned(&inrelease, &public).unwrap(),
+        s.release
+    );
+    let other = SigningKey::generate("other <o@o>").unwrap();
+    assert!(matches!(
+        pinfold_apt::verify_clearsigned(&inrelease, &other.public_key_armored().unwrap()),
+        Err(pinfold_apt::SignError::BadSignature)
+    ));
+    let tampered = inrelease.replace("Suite: stable", "Suite: unstable");
+    assert!(pinfold_apt::verify_clearsigned(&tampered, &public).is_err());
+}
+
+/// A key and InRelease made by the real gpg verify (the mirror's upstream case).
+#[test]
+fn gpg_clearsigned_message_verifies() {
+    if !require_tool("gpg") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    // gpg starts an agent for this home; stop it (only it) when the test ends.
+    struct StopAgent<'a>(&'a Path);
+    impl Drop for StopAgent<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("gpgconf")
+                .env("GNUPGHOME", self.0)
+                .args(["--kill", "gpg-agent"])
+                .output();
+        }
+    }
+    let _agent = StopAgent(home.path());
+    let gpg = |args: &[&str], input: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new("gpg")
+            .env("GNUPGHOME", home.path())
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.unwrap_or("").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    gpg(
+        &[
+            "--quick-gen-key",
+            "Upstream <up@example.com>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        None,
+    );
+    let public = gpg(&["--armor", "--export"], None);
+    let release = release_text();
+    let signed = gpg(&["--clearsign", "--digest-algo", "SHA256"], Some(&release));
+    assert_eq!(
+        pinfold_apt::verify_clearsigned(&signed, &public).unwrap(),
+        release
+    );
+}

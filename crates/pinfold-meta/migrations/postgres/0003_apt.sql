@@ -9,6 +9,7 @@ CREATE TABLE apt_repos (
     kind           TEXT NOT NULL CHECK (kind IN ('local', 'mirror')),
     upstream_url   TEXT,
     upstream_suite TEXT,
+    upstream_key   TEXT,
     components     TEXT NOT NULL DEFAULT '',
     architectures  TEXT NOT NULL DEFAULT '',
     created_at     BIGINT NOT NULL,

@@ -25,6 +25,9 @@ CREATE TABLE apt_repos (
     -- mirror: upstream archive root URL, suite, and space-separated filters ('' = all)
     upstream_url   TEXT,
     upstream_suite TEXT,
+    -- mirror: armored OpenPGP public key(s) the upstream InRelease must verify with; NULL
+    -- syncs the unsigned Release (its SHA-256 chain is still checked)
+    upstream_key   TEXT,
     components     TEXT    NOT NULL DEFAULT '',
     architectures  TEXT    NOT NULL DEFAULT '',
     created_at     INTEGER NOT NULL,

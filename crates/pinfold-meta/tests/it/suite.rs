@@ -719,6 +719,7 @@ fn local_apt_repo(name: &str) -> NewAptRepo {
         kind: AptRepoKind::Local,
         upstream_url: None,
         upstream_suite: None,
+        upstream_key: None,
         components: vec![],
         architectures: vec![],
     }
@@ -1005,6 +1006,7 @@ pub async fn apt_mirror_replace_and_repo_errors(meta: &Meta) {
         kind: AptRepoKind::Mirror,
         upstream_url: Some("http://127.0.0.1:1/debian".into()),
         upstream_suite: Some("stable".into()),
+        upstream_key: None,
         components: vec!["main".into()],
         architectures: vec!["amd64".into(), "arm64".into()],
     };

@@ -3,7 +3,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /api/v1/apt/repos` | every repository |
-//! | `POST /api/v1/apt/repos` `{name, kind: local\|mirror, upstream_url?, upstream_suite?, components?, architectures?}` | 201, the repository |
+//! | `POST /api/v1/apt/repos` `{name, kind: local\|mirror, upstream_url?, upstream_suite?, upstream_key?, components?, architectures?}` | 201, the repository |
 //! | `POST /api/v1/apt/repos/<name>/sync` | a mirror's sync report |
 //! | `GET /api/v1/apt/snapshots` | every snapshot |
 //! | `POST /api/v1/apt/snapshots` `{name, repo, distribution}` | 201, the snapshot |
@@ -68,6 +68,7 @@ struct CreateRepo {
     kind: AptRepoKind,
     upstream_url: Option<String>,
     upstream_suite: Option<String>,
+    upstream_key: Option<String>,
     #[serde(default)]
     components: Vec<String>,
     #[serde(default)]
@@ -84,7 +85,10 @@ async fn create_repo(
     check_repo_name(&req.name)?;
     match req.kind {
         AptRepoKind::Local => {
-            if req.upstream_url.is_some() || req.upstream_suite.is_some() {
+            if req.upstream_url.is_some()
+                || req.upstream_suite.is_some()
+                || req.upstream_key.is_some()
+            {
                 return Err(AptError::bad_request("a local repository has no upstream"));
             }
         }
@@ -100,6 +104,14 @@ async fn create_repo(
                 ));
             }
             check_index_name("suite", suite)?;
+            if let Some(key) = &req.upstream_key {
+                // Refuse a key that does not parse now rather than at the first sync.
+                pinfold_apt::parse_public_keys(key).map_err(|e| {
+                    AptError::bad_request(format!(
+                        "upstream_key is not an armored OpenPGP public key: {e}"
+                    ))
+                })?;
+            }
         }
     }
     for c in &req.components {
@@ -116,6 +128,7 @@ async fn create_repo(
             kind: req.kind,
             upstream_url: req.upstream_url,
             upstream_suite: req.upstream_suite,
+            upstream_key: req.upstream_key,
             components: req.components,
             architectures: req.architectures,
         })

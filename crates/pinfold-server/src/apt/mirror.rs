@@ -5,9 +5,10 @@
 //! before keep their own copies, so a sync never changes what a published snapshot serves.
 //!
 //! Bounded: every HTTP request has a timeout, index files and packages have size limits, and
-//! the number of packages per sync is capped. Not verified yet: the upstream's OpenPGP
-//! signature (issue 7 follow-up: a configured upstream key); the SHA-256 chain from Release
-//! down to each `.deb` is verified.
+//! the number of packages per sync is capped. A mirror created with an upstream key reads only
+//! `InRelease` and believes it only when its signature verifies with that key; without a key
+//! the plain `Release` is read. Either way the SHA-256 chain from the Release down to each
+//! `.deb` is verified.
 
 use std::io::Read;
 use std::time::Duration;
@@ -112,9 +113,20 @@ impl AptService {
             .build()
             .map_err(AptError::internal)?;
         let dist_url = format!("{base}/dists/{suite}");
-        let release_bytes = fetch(&client, &format!("{dist_url}/Release"), MAX_INDEX_BYTES).await?;
-        let release_text = String::from_utf8(release_bytes.to_vec())
-            .map_err(|_| upstream_error("Release is not UTF-8"))?;
+        // With an upstream key, only a verified InRelease is believed; without one, the
+        // plain Release (whose SHA-256 chain is still checked below).
+        let file = if repo.upstream_key.is_some() {
+            "InRelease"
+        } else {
+            "Release"
+        };
+        let release_bytes = fetch(&client, &format!("{dist_url}/{file}"), MAX_INDEX_BYTES).await?;
+        let mut release_text = String::from_utf8(release_bytes.to_vec())
+            .map_err(|_| upstream_error(format!("{file} is not UTF-8")))?;
+        if let Some(key) = &repo.upstream_key {
+            release_text = pinfold_apt::verify_clearsigned(&release_text, key)
+                .map_err(|e| upstream_error(format!("InRelease signature: {e}")))?;
+        }
         let release = parse_release(&release_text).map_err(upstream_error)?;
         let components = if repo.components.is_empty() {
             release.components.clone()

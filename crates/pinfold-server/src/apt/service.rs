@@ -201,6 +201,7 @@ impl AptService {
                         kind: AptRepoKind::Local,
                         upstream_url: None,
                         upstream_suite: None,
+                        upstream_key: None,
                         components: vec![],
                         architectures: vec![],
                     })

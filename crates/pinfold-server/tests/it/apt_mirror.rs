@@ -327,3 +327,122 @@ async fn apt_mirror_refuses_an_upstream_that_does_not_verify() {
         .unwrap();
     assert_eq!(repo_packages.status(), StatusCode::NOT_FOUND);
 }
+
+/// A private GnuPG home with one Ed25519 signing key; its agent is stopped on drop.
+struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    async fn new(uid: &str) -> Gpg {
+        let gpg = Gpg {
+            home: tempfile::tempdir().unwrap(),
+        };
+        gpg.run(&["--quick-gen-key", uid, "ed25519", "sign", "never"])
+            .await;
+        gpg
+    }
+
+    fn home(&self) -> &str {
+        self.home.path().to_str().unwrap()
+    }
+
+    async fn run(&self, args: &[&str]) -> String {
+        let tool = require_tool("gpg", "gnupg");
+        let mut all = vec![
+            "--batch",
+            "--quiet",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ];
+        all.extend_from_slice(args);
+        let (ok, out, err) = run(&tool, &all, &[("GNUPGHOME", self.home())]).await;
+        assert!(ok, "gpg {args:?}: {err}");
+        out
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn apt_mirror_verifies_a_signed_upstream_inrelease() {
+    let server = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = Gpg::new("Upstream <up@example.com>").await;
+    let stranger = Gpg::new("Stranger <st@example.com>").await;
+    let upstream_key = signer.run(&["--armor", "--export"]).await;
+    let stranger_key = stranger.run(&["--armor", "--export"]).await;
+    let upstream = tmp.path().join("upstream");
+    std::fs::create_dir_all(upstream.join("conf")).unwrap();
+    std::fs::write(
+        upstream.join("conf/distributions"),
+        "Codename: stable\nArchitectures: amd64\nComponents: main\nSignWith: default\n",
+    )
+    .unwrap();
+    let v1 = build_deb(tmp.path(), "containerd.io", "1.2.13-1", "amd64", None).await;
+    let reprepro_bin = require_tool("reprepro", "reprepro");
+    let (ok, out, err) = run(
+        &reprepro_bin,
+        &[
+            "--silent",
+            "-b",
+            upstream.to_str().unwrap(),
+            "includedeb",
+            "stable",
+            v1.to_str().unwrap(),
+        ],
+        &[("GNUPGHOME", signer.home())],
+    )
+    .await;
+    assert!(ok, "reprepro: {out}{err}");
+    assert!(upstream.join("dists/stable/InRelease").exists());
+    let web = StaticServer::start(&upstream).await;
+    for (name, key, status) in [
+        ("signed", &upstream_key, StatusCode::OK),
+        ("forged", &stranger_key, StatusCode::BAD_GATEWAY),
+    ] {
+        let created = server
+            .post("/api/v1/apt/repos")
+            .json(&json!({"name": name, "kind": "mirror", "upstream_url": web.url, "upstream_suite": "stable", "upstream_key": key}))
+            .send()
+            .await
+            .unwrap();
+        json_ok(created, StatusCode::CREATED).await;
+        let resp = server
+            .post(&format!("/api/v1/apt/repos/{name}/sync"))
+            .send()
+            .await
+            .unwrap();
+        let got = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(got, status, "{name}: {body}");
+        if status == StatusCode::OK {
+            assert_eq!(body["packages"], 1, "{body}");
+        } else {
+            assert!(
+                body["errors"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("signature"),
+                "{body}"
+            );
+        }
+    }
+    // A key that is not a key is refused when the mirror is created.
+    let resp = server
+        .post("/api/v1/apt/repos")
+        .json(&json!({"name": "junk", "kind": "mirror", "upstream_url": web.url, "upstream_suite": "stable", "upstream_key": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}

@@ -95,6 +95,10 @@ enum MirrorCommand {
         /// Upstream suite (distribution), e.g. bookworm.
         #[arg(long)]
         suite: String,
+        /// Armored public key file the upstream InRelease must be signed with (without it the
+        /// unsigned Release is read; hashes are checked either way).
+        #[arg(long, value_name = "FILE")]
+        upstream_key: Option<std::path::PathBuf>,
         /// Components to follow (default: all the upstream lists).
         #[arg(long = "component")]
         components: Vec<String>,
@@ -198,11 +202,19 @@ pub async fn run(args: AptArgs) -> anyhow::Result<ExitCode> {
             name,
             url,
             suite,
+            upstream_key,
             components,
             architectures,
         }) => {
+            let key = match upstream_key {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => None,
+            };
             let body = json!({"name": name, "kind": "mirror", "upstream_url": url, "upstream_suite": suite,
-                              "components": components, "architectures": architectures});
+                              "upstream_key": key, "components": components, "architectures": architectures});
             print_json(&api.send(Method::POST, "repos", Some(body)).await?)?;
         }
         AptCommand::Mirror(MirrorCommand::Sync { name }) => {
