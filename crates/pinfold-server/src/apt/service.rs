@@ -268,18 +268,32 @@ impl AptService {
 
     /// Regenerates the indices of every publication whose content changed since its last
     /// indexing, and returns how many were rebuilt. Bounded: one pass over the publications.
+    /// A publication that fails does not hold up the others.
     ///
     /// # Errors
-    /// The first failure (the failed publication stays marked and is retried next time).
+    /// After the pass, the first failure (failed publications stay marked and are retried
+    /// next time).
     pub async fn reindex_pending(&self) -> Result<usize, AptError> {
         let mut rebuilt = 0;
+        let mut first_error = None;
         for publication in self.inner.meta.apt_publications().await? {
-            if publication.needs_index() {
-                self.reindex(&publication).await?;
-                rebuilt += 1;
+            if !publication.needs_index() {
+                continue;
+            }
+            match self.reindex(&publication).await {
+                Ok(_) => rebuilt += 1,
+                Err(e) => {
+                    first_error.get_or_insert(AptError::internal(format!(
+                        "indexing {}/{}: {e}",
+                        publication.prefix, publication.distribution
+                    )));
+                }
             }
         }
-        Ok(rebuilt)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(rebuilt),
+        }
     }
 
     /// Builds and records a new generation of indices for `publication`.

@@ -841,6 +841,39 @@ async fn apt_e2e_story4_curl_upload_then_apt_get() {
     assert!(ok, "apt-get install -s: {out}\n{err}");
     assert!(out.contains("Inst pinfold-hello (1.0-1"), "{out}");
     assert!(out.contains("Inst pinfold-doc (2.0"), "{out}");
+
+    // A distribution holding only `Architecture: all` packages gets binary-all and
+    // `Architectures: all`, which apt reads without warnings.
+    let resp = server
+        .put(&format!(
+            "/apt/ci/pool/p/doc-only.deb{}",
+            matrix("docs", "main", "all")
+        ))
+        .header("X-JFrog-Art-Api", "ci-key-123")
+        .body(std::fs::read(&arch_all).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    wait_for(
+        &server,
+        "/apt/ci/dists/docs/main/binary-all/Packages",
+        "Package: pinfold-doc",
+    )
+    .await;
+    let docs = AptSandbox::new(
+        &tmp.path().join("apt-docs"),
+        &key,
+        &format!("{}/apt/ci docs main", server.base),
+    );
+    let (ok, out, err) = docs.run(&apt_get, &["update"]).await;
+    assert!(
+        ok && !format!("{out}{err}").contains("W: "),
+        "apt-get update (all only):\n{out}\n{err}"
+    );
+    let (ok, out, err) = docs.run(&apt_get, &["install", "-s", "pinfold-doc"]).await;
+    assert!(ok, "apt-get install -s pinfold-doc: {out}\n{err}");
+    assert!(out.contains("Inst pinfold-doc (2.0"), "{out}");
 }
 
 /// A private apt configuration under one directory: state, cache, sources, keyring, lists,
