@@ -25,8 +25,8 @@ pub struct ServerConfig {
     /// Default none: uploads need no key (zero-config on loopback); set keys on any other
     /// listen address.
     pub apt_deploy_keys: Vec<String>,
-    /// Largest `.deb` accepted, in bytes. Default 2 GiB. Uploads are held in memory while
-    /// they are checked, so this bounds memory per upload too.
+    /// Largest `.deb` accepted, in bytes. Default 2 GiB. Uploads stream to disk; this bounds
+    /// the disk one upload may take before it is refused.
     pub apt_max_deb_bytes: u64,
     /// Armored OpenPGP secret key signing the APT indices (Ed25519, or RSA ≥ 3072 bits).
     /// Default `<data_dir>/apt/signing-key.asc`, generated (Ed25519) on first start.

@@ -4,23 +4,26 @@
 //!
 //! Checked before the body is read: the path and matrix, the credentials and the declared
 //! length, so a refused upload with `Expect: 100-continue` sends no body at all (hyper sends
-//! `100 Continue` only once the body is polled). The body is then read to its end, bounded
-//! and hashed (MD5, SHA-1, SHA-256) as it arrives, compared with `X-Checksum-*`, and handed to
-//! [`AptService::deploy`]. A body cut off midway is an error before anything is written.
+//! `100 Continue` only once the body is polled). The body is then streamed into a store
+//! upload session (on disk, bounded, hashed with MD5, SHA-1 and SHA-256 as it arrives),
+//! compared with `X-Checksum-*`, and handed to [`AptService::deploy`], which completes the
+//! session into a blob only if the package is accepted. A body cut off midway, or any
+//! refusal, cancels the session: nothing is left behind.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use pinfold_apt::{FileDigests, MultiHasher};
 use serde_json::json;
 
 use super::error::AptError;
 use super::matrix::{parse_deploy_path, DeployTarget};
-use super::service::{AptService, Deployed};
+use pinfold_store::{StoreError, UploadId};
+
+use super::service::{AptService, DebSource, Deployed};
 
 /// `PUT /artifactory/...`.
 pub async fn put_artifactory(
@@ -149,7 +152,7 @@ async fn deploy(
         .get("x-checksum-deploy")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    let (bytes, digests) = if by_checksum {
+    let (source, digests) = if by_checksum {
         // Deploy by checksum: no body; the file must already be stored (Artifactory answers
         // 404 otherwise, and the client then uploads the bytes).
         let Some(sha256) = &declared.sha256 else {
@@ -157,13 +160,12 @@ async fn deploy(
                 "X-Checksum-Deploy needs X-Checksum-Sha256",
             ));
         };
-        let bytes = apt.blob_by_sha256(sha256, max).await?.ok_or_else(|| {
+        let (digest, digests) = apt.stored_digests(sha256).await?.ok_or_else(|| {
             AptError::not_found(format!(
                 "Checksum deploy failed: no stored file has SHA-256 {sha256}"
             ))
         })?;
-        let digests = FileDigests::of(&bytes);
-        (bytes, digests)
+        (DebSource::Stored(digest), digests)
     } else {
         let declared_len = headers
             .get(header::CONTENT_LENGTH)
@@ -172,31 +174,48 @@ async fn deploy(
         if declared_len.is_some_and(|len| len > max) {
             return Err(AptError::too_large(max));
         }
-        read_body(body, max).await?
+        let (id, digests) = receive_body(apt, body, max).await?;
+        (DebSource::Upload(id), digests)
     };
-    declared.verify(&digests)?;
-    let deployed = apt.deploy(&target, bytes, digests).await?;
+    if let Err(e) = declared.verify(&digests) {
+        if let DebSource::Upload(id) = &source {
+            let _ = apt.store().cancel_upload(id).await;
+        }
+        return Err(e);
+    }
+    let deployed = apt.deploy(&target, source, digests).await?;
     Ok(created(headers, prefix, &target, &deployed))
 }
 
-/// Reads the whole body, at most `max` bytes, hashing as it arrives.
-async fn read_body(body: Body, max: u64) -> Result<(Bytes, FileDigests), AptError> {
-    let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
+/// Streams the body into a new store upload session (durably appended, never whole in
+/// memory), at most `max` bytes, computing MD5, SHA-1 and SHA-256 as it arrives. On any
+/// failure the session is cancelled.
+async fn receive_body(
+    apt: &AptService,
+    body: Body,
+    max: u64,
+) -> Result<(UploadId, FileDigests), AptError> {
+    let store = apt.store();
+    let id = store.create_upload().await?;
     let mut hasher = MultiHasher::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            AptError::bad_request(format!(
-                "the upload ended before the whole body arrived ({e}); nothing was stored"
-            ))
-        })?;
-        if buf.len() as u64 + chunk.len() as u64 > max {
-            return Err(AptError::too_large(max));
+    let stream = body.into_data_stream().map(|chunk| {
+        if let Ok(bytes) = &chunk {
+            hasher.update(bytes);
         }
-        hasher.update(&chunk);
-        buf.extend_from_slice(&chunk);
+        chunk
+    });
+    let appended = store.append_upload(&id, Some(0), stream, Some(max)).await;
+    if let Err(e) = appended {
+        let _ = store.cancel_upload(&id).await;
+        return Err(match e {
+            StoreError::TooLarge { max } => AptError::too_large(max),
+            StoreError::BodyInterrupted(why) => AptError::bad_request(format!(
+                "the upload ended before the whole body arrived ({why}); nothing was stored"
+            )),
+            other => other.into(),
+        });
     }
-    Ok((buf.freeze(), hasher.finish()))
+    Ok((id, hasher.finish()))
 }
 
 /// The 201 answer, shaped like Artifactory's deploy answer.

@@ -22,7 +22,7 @@ use pinfold_meta::{
     NewAptRepo,
 };
 use pinfold_oci::Digest;
-use pinfold_store::{BlobFile, BlobStore, StoreError};
+use pinfold_store::{BlobFile, BlobStore, StoreError, UploadId};
 use tokio::sync::Notify;
 
 use super::error::AptError;
@@ -40,6 +40,15 @@ pub struct AptSettings {
     /// Time between an upload and the start of reindexing, so a burst of uploads is indexed
     /// once.
     pub reindex_delay: Duration,
+}
+
+/// Where the bytes of a `.deb` being deployed are.
+#[derive(Debug)]
+pub enum DebSource {
+    /// A store upload session holding the request body.
+    Upload(UploadId),
+    /// A blob already stored (deploy by checksum).
+    Stored(Digest),
 }
 
 /// What an accepted upload answers with.
@@ -160,28 +169,81 @@ impl AptService {
         })
     }
 
-    /// Accepts one uploaded `.deb` into `repo` at `path`, listed as `matrix` says.
+    /// Accepts one `.deb` into `repo` at `path`, listed as `matrix` says. `source` is a
+    /// finished upload session (the request body, on disk) or an already stored blob
+    /// (`X-Checksum-Deploy`); `digests` are its size and hashes, computed as it arrived.
+    ///
+    /// An upload session is completed into a blob only once everything is checked; on any
+    /// refusal it is cancelled, so a refused upload leaves nothing behind.
     ///
     /// # Errors
-    /// [`AptError`] with the Artifactory status: 400 for a body that is not a usable `.deb`,
-    /// a matrix that does not fit it, or a checksum that does not match; 404 for an unknown
-    /// repository when it is a mirror; 409 for a different file at the path.
+    /// [`AptError`] with the Artifactory status: 400 for content that is not a usable `.deb`
+    /// or a matrix that does not fit it; 400 for uploads into a mirror; 409 for a different
+    /// file at the path or in the index.
     #[tracing::instrument(skip_all, fields(repo = %target.repo, path = %target.path))]
     pub async fn deploy(
         &self,
         target: &DeployTarget,
-        bytes: Bytes,
+        source: DebSource,
         digests: FileDigests,
     ) -> Result<Deployed, AptError> {
-        let info = {
-            let bytes = bytes.clone();
-            tokio::task::spawn_blocking(move || read_deb(bytes.as_ref()))
-                .await
-                .map_err(|e| AptError::internal(format!("deb reader task: {e}")))?
-                .map_err(AptError::bad_deb)?
+        let checked = self.check_deb(target, &source, &digests).await;
+        let listings = match checked {
+            Ok(listings) => listings,
+            Err(e) => {
+                if let DebSource::Upload(id) = &source {
+                    if let Err(cancel) = self.inner.store.cancel_upload(id).await {
+                        tracing::warn!(upload = %id, error = %cancel, "could not remove a refused upload");
+                    }
+                }
+                return Err(e);
+            }
         };
-        let control = &info.control;
-        let listings = listings_for(&target.matrix, control, &target.path, &digests)?;
+        let digest = digest_of(&digests.sha256)?;
+        if let DebSource::Upload(id) = &source {
+            self.inner.store.complete_upload(id, &digest).await?;
+        }
+        let outcome = self
+            .inner
+            .meta
+            .apt_add_packages(&target.repo, &listings)
+            .await?;
+        if outcome == AptAddOutcome::Added {
+            self.notify_changed();
+        }
+        Ok(Deployed {
+            repo: target.repo.clone(),
+            path: target.path.clone(),
+            digests,
+            unchanged: outcome == AptAddOutcome::Unchanged,
+        })
+    }
+
+    /// Everything [`Self::deploy`] checks before it writes: the package, the matrix against
+    /// it, the repository's kind (creating a local repository on first use) and the path.
+    async fn check_deb(
+        &self,
+        target: &DeployTarget,
+        source: &DebSource,
+        digests: &FileDigests,
+    ) -> Result<Vec<AptPackage>, AptError> {
+        let file = match source {
+            DebSource::Upload(id) => self.inner.store.open_upload(id).await?,
+            DebSource::Stored(digest) => self
+                .inner
+                .store
+                .open_blob(digest)
+                .await?
+                .map(|blob| blob.into_file()),
+        }
+        .ok_or_else(|| AptError::internal("the received package vanished before it was read"))?;
+        let info = tokio::task::spawn_blocking(move || {
+            read_deb(std::io::BufReader::with_capacity(256 * 1024, file))
+        })
+        .await
+        .map_err(|e| AptError::internal(format!("deb reader task: {e}")))?
+        .map_err(AptError::bad_deb)?;
+        let listings = listings_for(&target.matrix, &info.control, &target.path, digests)?;
 
         let meta = &self.inner.meta;
         match meta.apt_repo(&target.repo).await? {
@@ -222,20 +284,37 @@ impl AptService {
                 .into());
             }
         }
-        self.inner
-            .store
-            .put_blob(&digest_of(&digests.sha256)?, bytes)
-            .await?;
-        let outcome = meta.apt_add_packages(&target.repo, &listings).await?;
-        if outcome == AptAddOutcome::Added {
-            self.notify_changed();
-        }
-        Ok(Deployed {
-            repo: target.repo.clone(),
-            path: target.path.clone(),
-            digests,
-            unchanged: outcome == AptAddOutcome::Unchanged,
+        Ok(listings)
+    }
+
+    /// Size and hashes of a stored blob (for `X-Checksum-Deploy`), or `None` when no blob
+    /// has this SHA-256. Read from disk in 1 MiB pieces, never whole into memory.
+    ///
+    /// # Errors
+    /// 500 when the store fails.
+    pub async fn stored_digests(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<(Digest, FileDigests)>, AptError> {
+        let Ok(digest) = format!("sha256:{sha256}").parse::<Digest>() else {
+            return Ok(None);
+        };
+        let Some(blob) = self.inner.store.open_blob(&digest).await? else {
+            return Ok(None);
+        };
+        let file = blob.into_file();
+        let digests = tokio::task::spawn_blocking(move || {
+            let mut hasher = pinfold_apt::MultiHasher::new();
+            std::io::copy(
+                &mut std::io::BufReader::with_capacity(1 << 20, file),
+                &mut hasher,
+            )
+            .map(|_| hasher.finish())
         })
+        .await
+        .map_err(|e| AptError::internal(format!("hash task: {e}")))?
+        .map_err(|e| AptError::internal(format!("reading blob {digest}: {e}")))?;
+        Ok(Some((digest, digests)))
     }
 
     /// The bytes of a stored blob by SHA-256 (for `X-Checksum-Deploy`), or `None`.
