@@ -258,3 +258,98 @@ fn gpg_clearsigned_message_verifies() {
         release
     );
 }
+
+/// A private GnuPG home driven in batch mode; its agent is stopped on drop.
+struct GpgHome {
+    home: tempfile::TempDir,
+}
+
+impl GpgHome {
+    fn new() -> GpgHome {
+        GpgHome {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}
+
+/// A configured key exported by gpg is accepted when apt would accept it (RSA 3072, Ed25519)
+/// and refused when not (RSA 2048); signatures made with it verify with gpgv.
+#[test]
+fn configured_gpg_keys_are_checked_and_sign() {
+    if !require_tool("gpg") || !require_tool("gpgv") {
+        return;
+    }
+    for (algo, accepted) in [("rsa3072", true), ("ed25519", true), ("rsa2048", false)] {
+        let gpg = GpgHome::new();
+        gpg.run(&[
+            "--quick-gen-key",
+            &format!("Configured {algo} <c@example.com>"),
+            algo,
+            "sign",
+            "never",
+        ]);
+        let secret = gpg.run(&["--armor", "--export-secret-keys"]);
+        let loaded = SigningKey::from_armored(&secret);
+        if !accepted {
+            assert!(
+                matches!(loaded, Err(pinfold_apt::SignError::RsaTooSmall(2048))),
+                "{algo}: {loaded:?}"
+            );
+            continue;
+        }
+        let key = loaded.unwrap_or_else(|e| panic!("{algo}: {e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let release = release_text();
+        std::fs::write(dir.path().join("Release"), &release).unwrap();
+        std::fs::write(
+            dir.path().join("Release.gpg"),
+            key.detached_sign(release.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("InRelease"),
+            key.clearsign(&release).unwrap(),
+        )
+        .unwrap();
+        let keyring = dir.path().join("key.gpg");
+        std::fs::write(&keyring, key.public_key_binary().unwrap()).unwrap();
+        let (ok, out) = gpgv(&keyring, &[&dir.path().join("InRelease")]);
+        assert!(ok, "{algo} InRelease: {out}");
+        let (ok, out) = gpgv(
+            &keyring,
+            &[&dir.path().join("Release.gpg"), &dir.path().join("Release")],
+        );
+        assert!(ok, "{algo} Release.gpg: {out}");
+    }
+}
