@@ -1,7 +1,7 @@
 //! The management API at `/api/v1/`, JSON in and out, with its own error format
 //! (`{"error":{"code","message"}}`): it is Pinfold's API, not the OCI one.
 
-mod error;
+pub(crate) mod error;
 mod history;
 mod workers;
 

@@ -12,8 +12,8 @@
 //! | `PUT /api/v1/apt/publications/<prefix>/<distribution>` `{"type":"snapshot","name":..}` or `{"type":"repo","name":..,"distribution":..}` | the publication (indices follow within a second) |
 //! | `GET /api/v1/apt/diff?from=<snapshot>&to=<snapshot>` | `{added, removed, upgraded, downgraded}` |
 //!
-//! Writes need a deploy key when keys are configured, like uploads. Errors use the same
-//! Artifactory shape as the rest of the APT surface, so one client parses all of them.
+//! Writes need a deploy key when keys are configured, like uploads. Errors are the management
+//! API's `{"error":{code,message}}` (`api/error.rs`), mapped from the APT errors.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -28,6 +28,7 @@ use super::deploy::authorize;
 use super::error::AptError;
 use super::matrix::{check_index_name, check_repo_name};
 use super::service::AptService;
+use crate::api::error::ApiError;
 use crate::AppState;
 
 /// The `/api/v1/apt/` routes.
@@ -51,13 +52,70 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/apt/diff", get(diff_snapshots))
 }
 
-/// JSON body rejections become Artifactory-shaped 400s.
+// Each route answers in the management API's error format; the `_apt` functions below do the
+// work with the APT error type.
+async fn list_repos(a0: State<AptService>) -> Result<Response, ApiError> {
+    list_repos_apt(a0).await.map_err(ApiError::from)
+}
+
+async fn create_repo(
+    a0: State<AptService>,
+    a1: HeaderMap,
+    a2: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    create_repo_apt(a0, a1, a2).await.map_err(ApiError::from)
+}
+
+async fn sync_repo(
+    a0: State<AptService>,
+    a1: HeaderMap,
+    a2: Path<String>,
+) -> Result<Response, ApiError> {
+    sync_repo_apt(a0, a1, a2).await.map_err(ApiError::from)
+}
+
+async fn list_snapshots(a0: State<AptService>) -> Result<Response, ApiError> {
+    list_snapshots_apt(a0).await.map_err(ApiError::from)
+}
+
+async fn create_snapshot(
+    a0: State<AptService>,
+    a1: HeaderMap,
+    a2: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    create_snapshot_apt(a0, a1, a2)
+        .await
+        .map_err(ApiError::from)
+}
+
+async fn snapshot_packages(a0: State<AptService>, a1: Path<String>) -> Result<Response, ApiError> {
+    snapshot_packages_apt(a0, a1).await.map_err(ApiError::from)
+}
+
+async fn list_publications(a0: State<AptService>) -> Result<Response, ApiError> {
+    list_publications_apt(a0).await.map_err(ApiError::from)
+}
+
+async fn publish(
+    a0: State<AptService>,
+    a1: HeaderMap,
+    a2: Path<(String, String)>,
+    a3: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    publish_apt(a0, a1, a2, a3).await.map_err(ApiError::from)
+}
+
+async fn diff_snapshots(a0: State<AptService>, a1: Query<DiffQuery>) -> Result<Response, ApiError> {
+    diff_snapshots_apt(a0, a1).await.map_err(ApiError::from)
+}
+
+/// JSON body rejections become 400s.
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AptError> {
     serde_json::from_slice(bytes)
         .map_err(|e| AptError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-async fn list_repos(State(apt): State<AptService>) -> Result<Response, AptError> {
+async fn list_repos_apt(State(apt): State<AptService>) -> Result<Response, AptError> {
     Ok(Json(apt.meta().apt_repos().await?).into_response())
 }
 
@@ -75,7 +133,7 @@ struct CreateRepo {
     architectures: Vec<String>,
 }
 
-async fn create_repo(
+async fn create_repo_apt(
     State(apt): State<AptService>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -136,7 +194,7 @@ async fn create_repo(
     Ok((StatusCode::CREATED, Json(repo)).into_response())
 }
 
-async fn sync_repo(
+async fn sync_repo_apt(
     State(apt): State<AptService>,
     headers: HeaderMap,
     Path(name): Path<String>,
@@ -145,7 +203,7 @@ async fn sync_repo(
     Ok(Json(apt.sync_mirror(&name).await?).into_response())
 }
 
-async fn list_snapshots(State(apt): State<AptService>) -> Result<Response, AptError> {
+async fn list_snapshots_apt(State(apt): State<AptService>) -> Result<Response, AptError> {
     Ok(Json(apt.meta().apt_snapshots().await?).into_response())
 }
 
@@ -157,7 +215,7 @@ struct CreateSnapshot {
     distribution: String,
 }
 
-async fn create_snapshot(
+async fn create_snapshot_apt(
     State(apt): State<AptService>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -173,18 +231,18 @@ async fn create_snapshot(
     Ok((StatusCode::CREATED, Json(snapshot)).into_response())
 }
 
-async fn snapshot_packages(
+async fn snapshot_packages_apt(
     State(apt): State<AptService>,
     Path(name): Path<String>,
 ) -> Result<Response, AptError> {
     Ok(Json(apt.meta().apt_snapshot_packages(&name).await?).into_response())
 }
 
-async fn list_publications(State(apt): State<AptService>) -> Result<Response, AptError> {
+async fn list_publications_apt(State(apt): State<AptService>) -> Result<Response, AptError> {
     Ok(Json(apt.meta().apt_publications().await?).into_response())
 }
 
-async fn publish(
+async fn publish_apt(
     State(apt): State<AptService>,
     headers: HeaderMap,
     Path((prefix, distribution)): Path<(String, String)>,
@@ -223,7 +281,7 @@ fn refs(packages: Vec<AptPackage>) -> Result<Vec<PackageRef>, AptError> {
         .collect()
 }
 
-async fn diff_snapshots(
+async fn diff_snapshots_apt(
     State(apt): State<AptService>,
     Query(q): Query<DiffQuery>,
 ) -> Result<Response, AptError> {

@@ -167,3 +167,20 @@ impl From<StoreError> for AptError {
         AptError::internal(e)
     }
 }
+
+impl From<AptError> for crate::api::error::ApiError {
+    /// `/api/v1/apt/` answers in the management API's format, `{"error":{code,message}}`,
+    /// with the same status and message as the Artifactory-shaped answer would carry.
+    fn from(e: AptError) -> Self {
+        let code = match e.status {
+            StatusCode::BAD_REQUEST => "INVALID",
+            StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::CONFLICT => "CONFLICT",
+            StatusCode::PAYLOAD_TOO_LARGE => "TOO_LARGE",
+            StatusCode::BAD_GATEWAY => "UPSTREAM",
+            _ => "INTERNAL",
+        };
+        crate::api::error::ApiError::with_status(e.status, code, e.message)
+    }
+}

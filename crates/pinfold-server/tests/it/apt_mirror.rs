@@ -314,7 +314,7 @@ async fn apt_mirror_refuses_an_upstream_that_does_not_verify() {
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let body: Value = resp.json().await.unwrap();
     assert!(
-        body["errors"][0]["message"]
+        body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("does not match the Release"),
@@ -429,7 +429,7 @@ async fn apt_mirror_verifies_a_signed_upstream_inrelease() {
             assert_eq!(body["packages"], 1, "{body}");
         } else {
             assert!(
-                body["errors"][0]["message"]
+                body["error"]["message"]
                     .as_str()
                     .unwrap()
                     .contains("signature"),

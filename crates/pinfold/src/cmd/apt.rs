@@ -162,7 +162,8 @@ impl Api {
             .with_context(|| format!("{method} {url}"))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
         if !status.is_success() {
-            let message = value["errors"][0]["message"].as_str().unwrap_or(&text);
+            // The management API answers {"error":{code,message}}.
+            let message = value["error"]["message"].as_str().unwrap_or(&text);
             bail!("{method} {url}: {status}: {message}");
         }
         Ok(value)
