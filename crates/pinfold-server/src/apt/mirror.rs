@@ -89,6 +89,45 @@ fn decompress(name: &str, bytes: &[u8]) -> Result<String, AptError> {
 }
 
 impl AptService {
+    /// Streams `url` into a store upload session (never whole in memory, at most `max`
+    /// bytes, MD5/SHA-1/SHA-256 computed as it arrives) and completes it as the blob `digest`;
+    /// the store refuses content that hashes to anything else. Returns the file's digests.
+    async fn download_blob(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<FileDigests, AptError> {
+        use futures_util::StreamExt;
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| upstream_error(format!("GET {url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(upstream_error(format!("GET {url}: {}", resp.status())));
+        }
+        let store = self.store();
+        let id = store.create_upload().await?;
+        let mut hasher = pinfold_apt::MultiHasher::new();
+        let stream = resp.bytes_stream().map(|chunk| {
+            if let Ok(bytes) = &chunk {
+                hasher.update(bytes);
+            }
+            chunk
+        });
+        let result = match store.append_upload(&id, Some(0), stream, Some(max)).await {
+            Ok(_) => store.complete_upload(&id, digest).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            let _ = store.cancel_upload(&id).await;
+            return Err(upstream_error(format!("GET {url}: {e}")));
+        }
+        Ok(hasher.finish())
+    }
+
     /// Syncs mirror `name` from its upstream.
     ///
     /// # Errors
@@ -209,23 +248,22 @@ impl AptService {
             let digest: Digest = format!("sha256:{}", listing.sha256)
                 .parse()
                 .map_err(|_| upstream_error(format!("bad SHA256 for {}", listing.path)))?;
-            let max = self.settings().max_deb_bytes.min(listing.size);
-            let bytes = match self.blob_by_sha256(&listing.sha256, max).await? {
-                Some(stored) => stored,
+            let digests = match self.stored_digests(&listing.sha256).await? {
+                Some((_, stored)) => stored,
                 None => {
-                    let bytes = fetch(&client, &format!("{base}/{}", listing.path), max).await?;
+                    let max = self.settings().max_deb_bytes.min(listing.size);
+                    let url = format!("{base}/{}", listing.path);
+                    let fetched = self.download_blob(&client, &url, &digest, max).await?;
                     downloaded += 1;
-                    bytes
+                    fetched
                 }
             };
-            let digests = FileDigests::of(&bytes);
             if digests.sha256 != listing.sha256 || digests.size != listing.size {
                 return Err(upstream_error(format!(
                     "{} does not match its index entry",
                     listing.path
                 )));
             }
-            self.store().put_blob(&digest, bytes).await?;
             computed.insert(listing.sha256.clone(), digests);
         }
         for listing in &mut listings {

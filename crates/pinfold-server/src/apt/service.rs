@@ -22,7 +22,7 @@ use pinfold_meta::{
     NewAptRepo,
 };
 use pinfold_oci::Digest;
-use pinfold_store::{BlobFile, BlobStore, StoreError, UploadId};
+use pinfold_store::{BlobFile, BlobStore, UploadId};
 use tokio::sync::Notify;
 
 use super::error::AptError;
@@ -315,22 +315,6 @@ impl AptService {
         .map_err(|e| AptError::internal(format!("hash task: {e}")))?
         .map_err(|e| AptError::internal(format!("reading blob {digest}: {e}")))?;
         Ok(Some((digest, digests)))
-    }
-
-    /// The bytes of a stored blob by SHA-256 (for `X-Checksum-Deploy`), or `None`.
-    ///
-    /// # Errors
-    /// 500 when the store fails.
-    pub async fn blob_by_sha256(&self, sha256: &str, max: u64) -> Result<Option<Bytes>, AptError> {
-        let Ok(digest) = format!("sha256:{sha256}").parse::<Digest>() else {
-            return Ok(None);
-        };
-        let max = usize::try_from(max).unwrap_or(usize::MAX);
-        match self.inner.store.read_blob(&digest, max).await {
-            Ok(found) => Ok(found),
-            Err(StoreError::BlobTooLarge { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Opens a blob the metadata names.
