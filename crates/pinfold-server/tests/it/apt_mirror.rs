@@ -326,6 +326,53 @@ async fn apt_mirror_refuses_an_upstream_that_does_not_verify() {
         .await
         .unwrap();
     assert_eq!(repo_packages.status(), StatusCode::NOT_FOUND);
+
+    // A .deb that differs from its Packages entry: refused, and nothing is kept of it.
+    let upstream2 = tmp.path().join("upstream2");
+    std::fs::create_dir_all(upstream2.join("conf")).unwrap();
+    std::fs::write(
+        upstream2.join("conf/distributions"),
+        "Codename: stable\nArchitectures: amd64\nComponents: main\n",
+    )
+    .unwrap();
+    reprepro(&upstream2, &["includedeb", "stable", v1.to_str().unwrap()]).await;
+    let pool_deb = upstream2.join("pool/main/c/containerd.io/containerd.io_1.2.13-1_amd64.deb");
+    let mut deb = std::fs::read(&pool_deb).unwrap();
+    let last = deb.len() - 1;
+    deb[last] ^= 0xff;
+    std::fs::write(&pool_deb, deb).unwrap();
+    let web2 = StaticServer::start(&upstream2).await;
+    let created = server
+        .post("/api/v1/apt/repos")
+        .json(&json!({"name": "m2", "kind": "mirror", "upstream_url": web2.url, "upstream_suite": "stable"}))
+        .send()
+        .await
+        .unwrap();
+    json_ok(created, StatusCode::CREATED).await;
+    let resp = server
+        .post("/api/v1/apt/repos/m2/sync")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{body}"
+    );
+    assert_eq!(server.leftovers(), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        server
+            .get("/apt/m2/pool/main/c/containerd.io/containerd.io_1.2.13-1_amd64.deb")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 /// A private GnuPG home with one Ed25519 signing key; its agent is stopped on drop.
