@@ -940,6 +940,19 @@ impl Meta {
                 .execute(&mut *tx)
                 .await?;
             }
+            // Files of the generations about to be dropped become garbage candidates; the
+            // collector deletes their blobs once nothing references them for a while.
+            sqlx::query(
+                "INSERT INTO apt_index_garbage (sha256, pruned_at) \
+                 SELECT DISTINCT sha256, $3 FROM apt_index_files \
+                 WHERE publication_id = $1 AND generation <= $2 \
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(publication_id)
+            .bind(generation - APT_INDEX_GENERATIONS_KEPT)
+            .bind(columns::now_micros())
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "DELETE FROM apt_index_files WHERE publication_id = $1 AND generation <= $2",
             )
@@ -950,6 +963,64 @@ impl Meta {
             tx.commit().await?;
             Ok(generation)
         })
+    }
+
+    /// SHA-256 digests of index files pruned before `pruned_before` that nothing references
+    /// now (no index generation, no package, no snapshot, no OCI blob or manifest): their
+    /// blobs may be deleted. At most `limit`.
+    ///
+    /// # Errors
+    /// [`MetaError::Database`].
+    pub async fn apt_index_garbage(
+        &self,
+        pruned_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<String>, MetaError> {
+        Ok(on_engine!(self, |db| {
+            sqlx::query_scalar(
+            "SELECT g.sha256 FROM apt_index_garbage g WHERE g.pruned_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM apt_index_files f WHERE f.sha256 = g.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM apt_packages p WHERE p.sha256 = g.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM apt_snapshot_packages sp WHERE sp.sha256 = g.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM repository_blobs b WHERE b.digest = 'sha256:' || g.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = 'sha256:' || g.sha256) \
+             ORDER BY g.pruned_at, g.sha256 LIMIT $2"
+        )
+        .bind(columns::micros(pruned_before))
+        .bind(i64::from(limit))
+        .fetch_all(&db.readers)
+        .await?
+        }))
+    }
+
+    /// Forgets garbage candidates: those whose blobs were deleted, and (so the table does not
+    /// grow) every candidate pruned before `pruned_before` that is referenced again.
+    ///
+    /// # Errors
+    /// [`MetaError::Database`].
+    pub async fn apt_forget_garbage(
+        &self,
+        deleted: &[String],
+        pruned_before: OffsetDateTime,
+    ) -> Result<(), MetaError> {
+        on_engine!(self, |db| {
+            let mut tx = db.write().await?;
+            for sha256 in deleted {
+                sqlx::query("DELETE FROM apt_index_garbage WHERE sha256 = $1")
+                    .bind(sha256)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "DELETE FROM apt_index_garbage WHERE pruned_at < $1 \
+                 AND EXISTS (SELECT 1 FROM apt_index_files f WHERE f.sha256 = apt_index_garbage.sha256)",
+            )
+            .bind(columns::micros(pruned_before))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// The current index files of a publication.

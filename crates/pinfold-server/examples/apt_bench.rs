@@ -81,6 +81,7 @@ async fn reindex(n: usize) {
             max_deb_bytes: 1 << 30,
             signing_key_path: dir.path().join("apt/signing-key.asc"),
             reindex_delay: Duration::from_millis(0),
+            index_gc_grace: Duration::from_secs(3600),
         },
     )
     .expect("service");

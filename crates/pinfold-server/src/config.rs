@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// Seconds between two reindex checks without a change seen by this process (changes made
     /// by another replica). Default 30.
     pub apt_reindex_poll_seconds: u64,
+    /// Seconds an index file pruned from the by-hash window (three generations) stays stored
+    /// before its blob is deleted. Default 3600.
+    pub apt_index_gc_grace_seconds: u64,
 }
 
 impl ServerConfig {
@@ -50,6 +53,7 @@ impl ServerConfig {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("apt").join("signing-key.asc")),
             reindex_delay: Duration::from_millis(self.apt_reindex_delay_ms),
+            index_gc_grace: Duration::from_secs(self.apt_index_gc_grace_seconds),
         }
     }
 }
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
             apt_signing_key: None,
             apt_reindex_delay_ms: 200,
             apt_reindex_poll_seconds: 30,
+            apt_index_gc_grace_seconds: 3600,
         }
     }
 }

@@ -101,3 +101,8 @@ CREATE TABLE apt_index_files (
 );
 
 CREATE INDEX apt_index_files_hash ON apt_index_files (publication_id, sha256);
+
+CREATE TABLE apt_index_garbage (
+    sha256    TEXT COLLATE "C" PRIMARY KEY,
+    pruned_at BIGINT NOT NULL
+);

@@ -120,3 +120,11 @@ CREATE TABLE apt_index_files (
 ) WITHOUT ROWID;
 
 CREATE INDEX apt_index_files_hash ON apt_index_files (publication_id, sha256);
+
+-- Index files of pruned generations, waiting to be deleted from the blob store once unreferenced
+-- for a grace period (a client may still be fetching them; another replica may be about to
+-- reference identical bytes).
+CREATE TABLE apt_index_garbage (
+    sha256    TEXT    PRIMARY KEY,
+    pruned_at INTEGER NOT NULL
+) WITHOUT ROWID;

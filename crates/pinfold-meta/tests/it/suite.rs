@@ -985,6 +985,23 @@ pub async fn apt_index_generations_are_kept_and_pruned(meta: &Meta) {
         let found = meta.apt_index_by_hash(p.id, &file(g).sha256).await.unwrap();
         assert_eq!(found.is_some(), g >= 3, "generation {g}");
     }
+    // The files of generations 1 and 2 are garbage once nothing references them.
+    let later = OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let garbage = meta.apt_index_garbage(later, 100).await.unwrap();
+    let mut want = vec![file(1).sha256, file(2).sha256];
+    want.sort();
+    let mut got = garbage.clone();
+    got.sort();
+    assert_eq!(got, want);
+    // Not before their grace period has passed.
+    let long_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert!(meta
+        .apt_index_garbage(long_ago, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    meta.apt_forget_garbage(&garbage, later).await.unwrap();
+    assert!(meta.apt_index_garbage(later, 100).await.unwrap().is_empty());
     // Built from an older state: recorded, but still marked for reindexing.
     meta.apt_add_packages("r", &[listing("d", "main", "amd64", "q", "1", "q")])
         .await

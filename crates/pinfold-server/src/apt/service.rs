@@ -40,6 +40,9 @@ pub struct AptSettings {
     /// Time between an upload and the start of reindexing, so a burst of uploads is indexed
     /// once.
     pub reindex_delay: Duration,
+    /// How long index files of pruned generations stay stored after they were pruned (a
+    /// client may still be downloading them) before their blobs are deleted.
+    pub index_gc_grace: Duration,
 }
 
 /// Where the bytes of a `.deb` being deployed are.
@@ -357,6 +360,32 @@ impl AptService {
             Some(e) => Err(e),
             None => Ok(rebuilt),
         }
+    }
+
+    /// Deletes the blobs of index files pruned longer than the grace period ago that nothing
+    /// references any more, at most 1000 per call, and returns how many were deleted.
+    ///
+    /// Safe within one process: the `apt-reindex` worker runs this and the reindexing one
+    /// after the other. With several replicas sharing storage, a replica that is writing
+    /// byte-identical index files at the same moment could lose one of them; the grace period
+    /// makes that unlikely, and a lost file is written again by the next reindex of its
+    /// publication.
+    ///
+    /// # Errors
+    /// When the metadata or the store fails.
+    pub async fn collect_index_garbage(&self) -> Result<usize, AptError> {
+        let cutoff = time::OffsetDateTime::now_utc()
+            - time::Duration::try_from(self.inner.settings.index_gc_grace)
+                .unwrap_or(time::Duration::HOUR);
+        let garbage = self.inner.meta.apt_index_garbage(cutoff, 1000).await?;
+        let mut deleted = Vec::with_capacity(garbage.len());
+        for sha256 in garbage {
+            let digest = digest_of(&sha256)?;
+            self.inner.store.delete_blob(&digest).await?;
+            deleted.push(sha256);
+        }
+        self.inner.meta.apt_forget_garbage(&deleted, cutoff).await?;
+        Ok(deleted.len())
     }
 
     /// Builds and records a new generation of indices for `publication`.

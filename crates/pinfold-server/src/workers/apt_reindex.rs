@@ -2,7 +2,8 @@
 //! debounce delay (so a burst of uploads is indexed once) and rebuilds every publication whose
 //! content changed. It also runs every interval without a wake-up, which picks up changes
 //! made by another replica sharing the database, and once at start, which finishes work a
-//! crash interrupted (the `change_seq` marks are in the database).
+//! crash interrupted (the `change_seq` marks are in the database). After each pass it deletes
+//! the blobs of index files pruned from the by-hash window longer than a grace period ago.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,7 +41,16 @@ impl Worker for AptReindexer {
                 .reindex_pending()
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(format!("rebuilt the indices of {rebuilt} publications"))
+            // After reindexing, in the same worker: no reindex of this process runs while
+            // the collector deletes (see `AptService::collect_index_garbage`).
+            let deleted = self
+                .apt
+                .collect_index_garbage()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "rebuilt the indices of {rebuilt} publications, deleted {deleted} old index files"
+            ))
         })
     }
 

@@ -1044,3 +1044,103 @@ async fn apt_expect_100_continue_asks_for_the_body_only_when_it_can_be_accepted(
         "{last}"
     );
 }
+
+#[tokio::test]
+async fn apt_old_index_files_are_deleted_after_the_grace_period() {
+    let server = TestServer::start_with(|c| c.apt_index_gc_grace_seconds = 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let blob_path = |bytes: &[u8]| {
+        let hex = hex(&sha2::Sha256::digest(bytes));
+        server
+            .data_dir()
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+    };
+    let mut first_inrelease = None;
+    let mut debs = Vec::new();
+    for i in 0..5 {
+        let name = format!("pkg{i}");
+        let deb = std::fs::read(build_deb(tmp.path(), &name, "1.0", "amd64", None).await).unwrap();
+        let resp = server
+            .put(&format!(
+                "/apt/ci/pool/{name}.deb{}",
+                matrix("s", "main", "amd64")
+            ))
+            .body(deb.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        wait_for(
+            &server,
+            "/apt/ci/dists/s/main/binary-amd64/Packages",
+            &format!("Package: {name}\n"),
+        )
+        .await;
+        let inrelease = server
+            .get("/apt/ci/dists/s/InRelease")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        first_inrelease.get_or_insert(inrelease);
+        debs.push((name, deb));
+    }
+    let first = first_inrelease.unwrap();
+    // Generation 1 fell out of the by-hash window at generation 4; with no grace period its
+    // files are deleted by the worker pass that pruned them (bounded wait).
+    let start = Instant::now();
+    while blob_path(&first).exists() && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let workers = server
+        .get("/api/v1/workers")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !blob_path(&first).exists(),
+        "the first generation's InRelease is still stored; workers: {workers}"
+    );
+    // Everything the current Release names is still served, by path and by hash, and every
+    // package is intact.
+    let release = server
+        .get("/apt/ci/dists/s/Release")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sha_lines: Vec<&str> = release.split("SHA256:\n").nth(1).unwrap().lines().collect();
+    assert_eq!(sha_lines.len(), 3, "{release}");
+    for line in sha_lines {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let (hash, path) = (parts[0], parts[2]);
+        let dir = path.rsplit_once('/').unwrap().0;
+        for url in [
+            format!("/apt/ci/dists/s/{path}"),
+            format!("/apt/ci/dists/s/{dir}/by-hash/SHA256/{hash}"),
+        ] {
+            assert_eq!(
+                server.get(&url).send().await.unwrap().status(),
+                StatusCode::OK,
+                "{url}"
+            );
+        }
+    }
+    for (name, deb) in debs {
+        let got = server
+            .get(&format!("/apt/ci/pool/{name}.deb"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.bytes().await.unwrap(), deb, "{name}");
+    }
+}
