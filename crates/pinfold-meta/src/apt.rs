@@ -732,11 +732,7 @@ impl Meta {
     /// # Errors
     /// [`MetaError::Database`], [`MetaError::CorruptValue`].
     pub async fn apt_snapshot(&self, name: &str) -> Result<Option<AptSnapshot>, MetaError> {
-        Ok(self
-            .apt_snapshots()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name))
+        Ok(self.snapshots_where(Some(name)).await?.pop())
     }
 
     /// Every snapshot, by name.
@@ -744,13 +740,20 @@ impl Meta {
     /// # Errors
     /// [`MetaError::Database`], [`MetaError::CorruptValue`].
     pub async fn apt_snapshots(&self) -> Result<Vec<AptSnapshot>, MetaError> {
+        self.snapshots_where(None).await
+    }
+
+    /// Snapshots, all or the one named `name`.
+    async fn snapshots_where(&self, name: Option<&str>) -> Result<Vec<AptSnapshot>, MetaError> {
         let rows: Vec<(String, String, String, i64, i64)> = on_engine!(self, |db| {
             sqlx::query_as(
                 "SELECT s.name, r.name, s.source_distribution, s.created_at, \
                  (SELECT COUNT(*) FROM apt_snapshot_packages sp WHERE sp.snapshot_id = s.id) \
                  FROM apt_snapshots s JOIN apt_repos r ON r.id = s.source_repo_id \
+                 WHERE $1 IS NULL OR s.name = $1 \
                  ORDER BY s.name",
             )
+            .bind(name)
             .fetch_all(&db.readers)
             .await?
         });
@@ -775,10 +778,10 @@ impl Meta {
     /// # Errors
     /// [`MetaError::AptSnapshotUnknown`], [`MetaError::Database`].
     pub async fn apt_snapshot_packages(&self, name: &str) -> Result<Vec<AptPackage>, MetaError> {
-        let snapshot = self
-            .apt_snapshot(name)
-            .await?
-            .ok_or_else(|| MetaError::AptSnapshotUnknown(name.to_owned()))?;
+        // An empty snapshot and an unknown name both have no rows; only the latter is an error.
+        if self.apt_snapshot(name).await?.is_none() {
+            return Err(MetaError::AptSnapshotUnknown(name.to_owned()));
+        }
         let rows: Vec<PackageRow> = on_engine!(self, |db| sqlx::query_as(
             "SELECT s.source_distribution, p.component, p.architecture, p.name, p.version, \
              p.path, p.size, p.md5, p.sha1, p.sha256, p.control \
@@ -788,7 +791,6 @@ impl Meta {
         .bind(name)
         .fetch_all(&db.readers)
         .await?);
-        let _ = snapshot;
         rows.into_iter().map(package).collect()
     }
 
