@@ -45,4 +45,47 @@ pub enum MetaError {
     /// An upload session with this id is already recorded.
     #[error("upload session {0:?} already exists")]
     UploadExists(String),
+    /// No APT repository has this name.
+    #[error("APT repository {0:?} is unknown")]
+    AptRepoUnknown(String),
+    /// An APT repository with this name already exists.
+    #[error("APT repository {0:?} already exists")]
+    AptRepoExists(String),
+    /// Another file is already stored at this path of the APT repository.
+    #[error("a different file (sha256 {existing_sha256}) is already stored at {path}")]
+    AptPathConflict {
+        /// The path.
+        path: String,
+        /// SHA-256 of the file stored there.
+        existing_sha256: String,
+    },
+    /// The distribution, component and architecture already list this package version with
+    /// another file.
+    #[error("{name} {version} ({architecture}) is already in {distribution}/{component} as another file or at another path")]
+    AptPackageConflict {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+        /// Architecture index.
+        architecture: String,
+        /// Distribution.
+        distribution: String,
+        /// Component.
+        component: String,
+    },
+    /// A snapshot with this name already exists (snapshots are immutable).
+    #[error("APT snapshot {0:?} already exists")]
+    AptSnapshotExists(String),
+    /// No snapshot has this name.
+    #[error("APT snapshot {0:?} is unknown")]
+    AptSnapshotUnknown(String),
+    /// Nothing is published at this prefix and distribution.
+    #[error("nothing is published at {prefix}/dists/{distribution}")]
+    AptPublicationUnknown {
+        /// URL prefix.
+        prefix: String,
+        /// Distribution.
+        distribution: String,
+    },
 }

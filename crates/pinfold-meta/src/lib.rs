@@ -10,7 +10,8 @@
 //!   run at open).
 //!
 //! All SQL lives in this crate, one module per table group (`repositories`, `blobs`,
-//! `manifests`, `tags`, `journal`, `uploads`, `mirror`), written once with `$N` placeholders and portable
+//! `manifests`, `tags`, `journal`, `uploads`, `mirror`, `apt`), written once with `$N`
+//! placeholders and portable
 //! SQL and run on either engine (`engine.rs` explains how, and the few places where the engines
 //! differ). The schemas are `migrations/sqlite/` and `migrations/postgres/`, numbered alike.
 //! [`Meta::put_manifest`], [`Meta::move_tag`], [`Meta::delete_tag`] and
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod apt;
 mod blobs;
 mod columns;
 mod config;
@@ -40,6 +42,10 @@ mod sqlite;
 mod tags;
 mod uploads;
 
+pub use apt::{
+    AptAddOutcome, AptIndexFile, AptPackage, AptPublication, AptPublishSource, AptRepo,
+    AptRepoKind, AptSnapshot, NewAptRepo, APT_INDEX_GENERATIONS_KEPT,
+};
 pub use config::MetaConfig;
 pub use engine::Meta;
 pub use error::MetaError;

@@ -19,7 +19,7 @@ use tracing::Level;
 
 use crate::registry::Registry;
 use crate::workers::{DriftPoller, UploadJanitor, Workers};
-use crate::{api, v2, ServerConfig, ServerError};
+use crate::{api, apt, v2, ServerConfig, ServerError};
 
 /// What every handler may reach.
 #[derive(Clone, Debug)]
@@ -28,6 +28,8 @@ pub struct AppState {
     pub registry: Registry,
     /// The background workers and their statuses.
     pub workers: Workers,
+    /// The Debian repository.
+    pub apt: apt::AptService,
 }
 
 impl FromRef<AppState> for Registry {
@@ -47,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2::routes())
         .merge(api::routes())
+        .merge(apt::routes())
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .with_state(state)
         .layer(
@@ -164,9 +167,20 @@ impl Server {
         if let Some(mirror) = registry.mirror() {
             workers.spawn(DriftPoller::new(mirror.clone()));
         }
+        let apt = apt::AptService::open(
+            registry.store().clone(),
+            registry.meta().clone(),
+            config.apt_settings(registry.store().root()),
+        )
+        .map_err(ServerError::AptKey)?;
+        workers.spawn(crate::workers::AptReindexer::new(
+            apt.clone(),
+            Duration::from_secs(config.apt_reindex_poll_seconds),
+        ));
         let app = router(AppState {
             registry: registry.clone(),
             workers: workers.clone(),
+            apt,
         });
         // Small answers (manifests, upload receipts) must not wait for Nagle.
         let listener = listener.tap_io(|tcp| {

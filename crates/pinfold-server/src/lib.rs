@@ -1,5 +1,5 @@
 //! Pinfold's HTTP surface: the OCI Distribution API at `/v2/` ([`v2`]), the management API at
-//! `/api/v1/` ([`api`]) and `/healthz`, over the registry rules in [`registry`].
+//! `/api/v1/` ([`api`]), the Debian repository at `/apt/` and `/artifactory/` ([`apt`]) and `/healthz`, over the registry rules in [`registry`].
 //!
 //! Requests are found by folder: `v2/manifests.rs` answers `/v2/<name>/manifests/<ref>`,
 //! `v2/uploads.rs` `/v2/<name>/blobs/uploads/...`, and so on. Handlers translate; the
@@ -9,6 +9,7 @@
 
 pub mod api;
 mod app;
+pub mod apt;
 mod config;
 pub mod registry;
 pub mod v2;
@@ -51,6 +52,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The APT signing key cannot be loaded or generated.
+    #[error("APT signing key: {0}")]
+    AptKey(#[source] pinfold_apt::SignError),
     /// The accept loop failed.
     #[error("serving failed: {source}")]
     Serve {

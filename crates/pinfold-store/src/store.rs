@@ -38,6 +38,11 @@ pub struct BlobFile {
 }
 
 impl BlobFile {
+    /// The open file, for callers that read it themselves (on a blocking thread).
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     /// Streams bytes `start..start + len` of the blob, in chunks of up to 256 KiB, each read
     /// by a short task on the blocking pool (never on the async runtime's workers), two
     /// chunks ahead of the consumer. No thread waits for a slow client; dropping the stream
@@ -521,6 +526,20 @@ impl BlobStore {
         handle.set_settled_len(None);
         sessions.forget(id, &handle);
         installed.ok_or_else(|| StoreError::UploadUnknown(id.to_string()))
+    }
+
+    /// Opens an upload's bytes for reading, or `None` if the upload is unknown: for callers
+    /// that must check the content (e.g. parse a Debian package) before completing it. The
+    /// caller must not append to the upload while reading.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the file exists but cannot be opened.
+    pub async fn open_upload(&self, id: &UploadId) -> Result<Option<File>, StoreError> {
+        let path = self.inner.layout.upload_path(id);
+        blocking("open upload", &path.clone(), move || {
+            found(File::open(&path), "open upload", &path)
+        })
+        .await
     }
 
     /// Cancels an upload and deletes what it received. `false` if it was unknown.

@@ -249,6 +249,18 @@ mod tests {
     }
 
     #[test]
+    fn apt_deploy_keys_from_env_as_a_toml_array() {
+        let vars = env(&[
+            ("PINFOLD_SERVER_APT_DEPLOY_KEYS", r#"["k1", "k2"]"#),
+            ("PINFOLD_SERVER_APT_REINDEX_DELAY_MS", "50"),
+        ]);
+        let c = Config::load(Some(Path::new("/dev/null")), vars, Overrides::default()).unwrap();
+        assert_eq!(c.server.apt_deploy_keys, ["k1", "k2"]);
+        assert_eq!(c.server.apt_reindex_delay_ms, 50);
+        assert!(Config::default().server.apt_deploy_keys.is_empty());
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let err = Config::load(
             Some(Path::new("/dev/null")),

@@ -59,6 +59,11 @@ enum Command {
     /// removed; 2 unreadable or invalid input, or a reference that cannot be resolved
     /// (nothing is written then).
     Lock(cmd::lock::LockArgs),
+    /// Debian repository management: repositories, mirrors, snapshots, publications, diff
+    /// (talks to a running server's /api/v1/apt/).
+    ///
+    /// Exit codes: 0 success; 1 `diff` found differences; 2 error.
+    Apt(cmd::apt::AptArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,5 +101,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lint(args) => cmd::lint::run(args),
         Command::Diff(args) => runtime.block_on(cmd::diff::run(args)),
         Command::Lock(args) => runtime.block_on(cmd::lock::run(args)),
+        Command::Apt(args) => runtime.block_on(cmd::apt::run(args)),
     }
 }

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use pinfold_meta::{
-    DriftResolution, JournalEntry, Meta, MetaError, NewManifest, TagMove, TagMoveSource,
+    AptAddOutcome, AptIndexFile, AptPackage, AptPublishSource, AptRepoKind, DriftResolution,
+    JournalEntry, Meta, MetaError, NewAptRepo, NewManifest, TagMove, TagMoveSource,
 };
 use pinfold_oci::{Digest, RepoName, Tag};
 use time::OffsetDateTime;
@@ -27,6 +28,10 @@ macro_rules! for_each_suite_test {
             manifests_are_idempotent_and_deletable,
             drift_events_follow_the_upstream,
             mirror_tags_due_oldest_first,
+            apt_uploads_conflicts_and_publications,
+            apt_snapshots_are_frozen_and_publications_switch,
+            apt_index_generations_are_kept_and_pruned,
+            apt_mirror_replace_and_repo_errors,
         );
     };
 }
@@ -877,4 +882,355 @@ pub async fn mirror_tags_due_oldest_first(meta: &Meta) {
     let one = meta.mirror_tag(&r, &tag("one")).await.unwrap().unwrap();
     assert_eq!(one.upstream_digest, Some(d));
     assert_eq!(one.check_error.as_deref(), Some("connection refused"));
+fn local_apt_repo(name: &str) -> NewAptRepo {
+    NewAptRepo {
+        name: name.into(),
+        kind: AptRepoKind::Local,
+        upstream_url: None,
+        upstream_suite: None,
+        upstream_key: None,
+        components: vec![],
+        architectures: vec![],
+    }
+}
+
+/// A listing of `name_version_arch.deb` whose content is identified by `content`.
+fn listing(
+    dist: &str,
+    comp: &str,
+    arch: &str,
+    name: &str,
+    version: &str,
+    content: &str,
+) -> AptPackage {
+    AptPackage {
+        distribution: dist.into(),
+        component: comp.into(),
+        architecture: arch.into(),
+        name: name.into(),
+        version: version.into(),
+        path: format!("pool/{name}_{version}_{arch}.deb"),
+        size: content.len() as u64,
+        md5: "m".into(),
+        sha1: "s".into(),
+        sha256: digest(content).encoded().to_owned(),
+        control: format!("Package: {name}\nVersion: {version}\n"),
+    }
+}
+
+pub async fn apt_uploads_conflicts_and_publications(meta: &Meta) {
+    let repo = meta.apt_create_repo(&local_apt_repo("ci")).await.unwrap();
+    assert_eq!(repo.kind, AptRepoKind::Local);
+    assert!(matches!(
+        meta.apt_create_repo(&local_apt_repo("ci")).await,
+        Err(MetaError::AptRepoExists(n)) if n == "ci"
+    ));
+    // One file listed in two distributions: both publications appear, live.
+    let a = listing("jammy", "non-free", "amd64", "hello", "1.0-1", "hello-1");
+    let b = AptPackage {
+        distribution: "focal".into(),
+        ..a.clone()
+    };
+    assert_eq!(
+        meta.apt_add_packages("ci", &[a.clone(), b.clone()])
+            .await
+            .unwrap(),
+        AptAddOutcome::Added
+    );
+    let publications = meta.apt_publications().await.unwrap();
+    assert_eq!(publications.len(), 2);
+    let jammy = meta.apt_publication("ci", "jammy").await.unwrap().unwrap();
+    assert!(jammy.needs_index());
+    assert_eq!(
+        jammy.source,
+        AptPublishSource::Repo {
+            name: "ci".into(),
+            distribution: "jammy".into()
+        }
+    );
+    // The same upload again changes nothing.
+    assert_eq!(
+        meta.apt_add_packages("ci", std::slice::from_ref(&a))
+            .await
+            .unwrap(),
+        AptAddOutcome::Unchanged
+    );
+    assert_eq!(
+        meta.apt_publication("ci", "jammy")
+            .await
+            .unwrap()
+            .unwrap()
+            .change_seq,
+        jammy.change_seq
+    );
+    // A different file at the same path: conflict, and nothing of the batch is kept.
+    let other = listing(
+        "jammy",
+        "non-free",
+        "amd64",
+        "hello",
+        "1.0-1",
+        "hello-1-rebuilt",
+    );
+    let new_dist = AptPackage {
+        distribution: "noble".into(),
+        ..listing("x", "main", "amd64", "new", "1", "new")
+    };
+    let err = meta
+        .apt_add_packages("ci", &[new_dist.clone(), other.clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, MetaError::AptPathConflict { path, .. } if path == &a.path),
+        "{err}"
+    );
+    assert!(meta.apt_packages("ci", "noble").await.unwrap().is_empty());
+    assert!(meta.apt_publication("ci", "noble").await.unwrap().is_none());
+    // Same name/version/arch in the same index under another path with other content.
+    let moved = AptPackage {
+        path: "pool/elsewhere.deb".into(),
+        ..other
+    };
+    assert!(matches!(
+        meta.apt_add_packages("ci", &[moved]).await,
+        Err(MetaError::AptPackageConflict { .. })
+    ));
+    assert!(matches!(
+        meta.apt_add_packages("nope", std::slice::from_ref(&a))
+            .await,
+        Err(MetaError::AptRepoUnknown(_))
+    ));
+    let arm = listing("jammy", "non-free", "arm64", "hello", "1.0-1", "hello-arm");
+    meta.apt_add_packages("ci", std::slice::from_ref(&arm))
+        .await
+        .unwrap();
+    let jammy_pkgs = meta.apt_packages("ci", "jammy").await.unwrap();
+    assert_eq!(jammy_pkgs, vec![a.clone(), arm.clone()]);
+    assert_eq!(
+        meta.apt_pool_file("ci", &a.path).await.unwrap(),
+        Some((a.sha256.clone(), a.size))
+    );
+    assert_eq!(
+        meta.apt_repo_file("ci", &arm.path)
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        arm.sha256
+    );
+    assert_eq!(
+        meta.apt_pool_file("ci", "pool/none.deb").await.unwrap(),
+        None
+    );
+    assert_eq!(meta.apt_pool_file("other", &a.path).await.unwrap(), None);
+}
+
+pub async fn apt_snapshots_are_frozen_and_publications_switch(meta: &Meta) {
+    meta.apt_create_repo(&local_apt_repo("up")).await.unwrap();
+    let v1 = listing("stable", "main", "amd64", "containerd.io", "1.2.13-1", "c1");
+    meta.apt_add_packages("up", std::slice::from_ref(&v1))
+        .await
+        .unwrap();
+    let snap1 = meta
+        .apt_create_snapshot("s1", "up", "stable")
+        .await
+        .unwrap();
+    assert_eq!(snap1.packages, 1);
+    assert!(matches!(
+        meta.apt_create_snapshot("s1", "up", "stable").await,
+        Err(MetaError::AptSnapshotExists(_))
+    ));
+    let v2 = listing("stable", "main", "amd64", "containerd.io", "1.2.13-2", "c2");
+    meta.apt_add_packages("up", std::slice::from_ref(&v2))
+        .await
+        .unwrap();
+    meta.apt_create_snapshot("s2", "up", "stable")
+        .await
+        .unwrap();
+    // s1 still holds only -1.
+    let s1 = meta.apt_snapshot_packages("s1").await.unwrap();
+    assert_eq!(s1, vec![v1.clone()]);
+    assert_eq!(meta.apt_snapshot_packages("s2").await.unwrap().len(), 2);
+    assert!(matches!(
+        meta.apt_snapshot_packages("s3").await,
+        Err(MetaError::AptSnapshotUnknown(_))
+    ));
+    // Publish s1 under another prefix, then switch to s2.
+    let p = meta
+        .apt_publish(
+            "hosts",
+            "stable",
+            &AptPublishSource::Snapshot { name: "s1".into() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.apt_publication_packages(&p).await.unwrap(),
+        vec![v1.clone()]
+    );
+    assert_eq!(
+        meta.apt_pool_file("hosts", &v1.path)
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        v1.sha256
+    );
+    // Not published under hosts yet: -2 is not served there.
+    assert_eq!(meta.apt_pool_file("hosts", &v2.path).await.unwrap(), None);
+    let switched = meta
+        .apt_publish(
+            "hosts",
+            "stable",
+            &AptPublishSource::Snapshot { name: "s2".into() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(switched.id, p.id);
+    assert!(switched.change_seq > p.change_seq);
+    assert_eq!(
+        meta.apt_publication_packages(&switched)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(meta
+        .apt_pool_file("hosts", &v2.path)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(matches!(
+        meta.apt_publish(
+            "hosts",
+            "stable",
+            &AptPublishSource::Snapshot { name: "zz".into() }
+        )
+        .await,
+        Err(MetaError::AptSnapshotUnknown(_))
+    ));
+    // An upload to the repository does not change a snapshot publication.
+    let before = meta
+        .apt_publication("hosts", "stable")
+        .await
+        .unwrap()
+        .unwrap();
+    meta.apt_add_packages("up", &[listing("stable", "main", "amd64", "x", "1", "x")])
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.apt_publication("hosts", "stable")
+            .await
+            .unwrap()
+            .unwrap()
+            .change_seq,
+        before.change_seq
+    );
+}
+
+pub async fn apt_index_generations_are_kept_and_pruned(meta: &Meta) {
+    meta.apt_create_repo(&local_apt_repo("r")).await.unwrap();
+    meta.apt_add_packages("r", &[listing("d", "main", "amd64", "p", "1", "p")])
+        .await
+        .unwrap();
+    let p = meta.apt_publication("r", "d").await.unwrap().unwrap();
+    let file = |g: u64| AptIndexFile {
+        path: "Release".into(),
+        sha256: digest(&format!("release-{g}")).encoded().to_owned(),
+        size: g,
+    };
+    for g in 1..=5u64 {
+        let generation = meta
+            .apt_record_indices(p.id, p.change_seq, &[file(g)])
+            .await
+            .unwrap();
+        assert_eq!(generation, g as i64);
+    }
+    let now = meta.apt_publication("r", "d").await.unwrap().unwrap();
+    assert!(!now.needs_index());
+    assert_eq!(meta.apt_index_files(p.id).await.unwrap(), vec![file(5)]);
+    // Generations 3, 4, 5 are kept for by-hash; 1 and 2 are gone.
+    for g in 1..=5u64 {
+        let found = meta.apt_index_by_hash(p.id, &file(g).sha256).await.unwrap();
+        assert_eq!(found.is_some(), g >= 3, "generation {g}");
+    }
+    // The files of generations 1 and 2 are garbage once nothing references them.
+    let later = OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let garbage = meta.apt_index_garbage(later, 100).await.unwrap();
+    let mut want = vec![file(1).sha256, file(2).sha256];
+    want.sort();
+    let mut got = garbage.clone();
+    got.sort();
+    assert_eq!(got, want);
+    // Not before their grace period has passed.
+    let long_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert!(meta
+        .apt_index_garbage(long_ago, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    meta.apt_forget_garbage(&garbage, later).await.unwrap();
+    assert!(meta.apt_index_garbage(later, 100).await.unwrap().is_empty());
+    // Built from an older state: recorded, but still marked for reindexing.
+    meta.apt_add_packages("r", &[listing("d", "main", "amd64", "q", "1", "q")])
+        .await
+        .unwrap();
+    meta.apt_record_indices(p.id, now.change_seq, &[file(6)])
+        .await
+        .unwrap();
+    assert!(meta
+        .apt_publication("r", "d")
+        .await
+        .unwrap()
+        .unwrap()
+        .needs_index());
+}
+
+pub async fn apt_mirror_replace_and_repo_errors(meta: &Meta) {
+    let mirror = NewAptRepo {
+        name: "debian".into(),
+        kind: AptRepoKind::Mirror,
+        upstream_url: Some("http://127.0.0.1:1/debian".into()),
+        upstream_suite: Some("stable".into()),
+        upstream_key: None,
+        components: vec!["main".into()],
+        architectures: vec!["amd64".into(), "arm64".into()],
+    };
+    let created = meta.apt_create_repo(&mirror).await.unwrap();
+    assert_eq!(created.architectures, ["amd64", "arm64"]);
+    assert_eq!(meta.apt_repos().await.unwrap(), vec![created]);
+    // A mirror without an upstream is refused by the schema.
+    let broken = NewAptRepo {
+        name: "broken".into(),
+        upstream_url: None,
+        ..mirror
+    };
+    assert!(meta.apt_create_repo(&broken).await.is_err());
+    assert!(meta.apt_repo("broken").await.unwrap().is_none());
+    let v1 = listing("stable", "main", "amd64", "a", "1", "a1");
+    let v2 = listing("stable", "main", "amd64", "a", "2", "a2");
+    assert!(meta
+        .apt_replace_packages("debian", "stable", std::slice::from_ref(&v1))
+        .await
+        .unwrap());
+    assert!(!meta
+        .apt_replace_packages("debian", "stable", std::slice::from_ref(&v1))
+        .await
+        .unwrap());
+    meta.apt_create_snapshot("m1", "debian", "stable")
+        .await
+        .unwrap();
+    assert!(meta
+        .apt_replace_packages("debian", "stable", std::slice::from_ref(&v2))
+        .await
+        .unwrap());
+    assert_eq!(
+        meta.apt_packages("debian", "stable").await.unwrap(),
+        vec![v2]
+    );
+    assert_eq!(meta.apt_snapshot_packages("m1").await.unwrap(), vec![v1]);
+    assert!(matches!(
+        meta.apt_replace_packages("nope", "stable", &[]).await,
+        Err(MetaError::AptRepoUnknown(_))
+    ));
 }

@@ -25,6 +25,20 @@ impl ApiError {
         }
     }
 
+    /// Any status with its code string, for surfaces mapped onto this format (the APT
+    /// management API maps its errors here: `apt/api.rs`).
+    pub fn with_status(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// 400 for a malformed name or parameter.
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError {

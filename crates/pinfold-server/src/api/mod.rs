@@ -2,7 +2,7 @@
 //! (`{"error":{"code","message"}}`): it is Pinfold's API, not the OCI one.
 
 mod drift;
-mod error;
+pub(crate) mod error;
 mod history;
 mod upstreams;
 mod workers;

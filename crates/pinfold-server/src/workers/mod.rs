@@ -3,6 +3,7 @@
 //! [`Workers`], which records runs, errors and the last error, and stops all of them on one
 //! cancellation token.
 
+mod apt_reindex;
 mod drift_poller;
 mod upload_janitor;
 
@@ -18,6 +19,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use apt_reindex::AptReindexer;
 pub use drift_poller::DriftPoller;
 pub use upload_janitor::UploadJanitor;
 
@@ -32,6 +34,12 @@ pub trait Worker: Send + 'static {
     fn interval(&self) -> Duration;
     /// One bounded unit of work.
     fn work(&mut self) -> Pin<Box<dyn Future<Output = WorkResult> + Send + '_>>;
+    /// Waits until the next unit is due: by default one interval; a worker that is woken by
+    /// events (the APT reindexer) returns earlier.
+    fn wait_for_work(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let interval = self.interval();
+        Box::pin(tokio::time::sleep(interval))
+    }
 }
 
 /// A worker's state as reported by the API.
@@ -106,7 +114,7 @@ impl Workers {
                     }
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(worker.interval()) => {}
+                    () = worker.wait_for_work() => {}
                     () = cancel.cancelled() => break,
                 }
             }

@@ -6,6 +6,8 @@
 
 mod harness;
 
+mod apt;
+mod apt_mirror;
 mod base;
 mod blobs;
 mod catalog;

@@ -12,6 +12,7 @@
 //! Real-client tests live in `e2e::` so that nextest can select them (`-E 'test(e2e::)'`).
 //! A missing client tool fails the test: a skipped real-client test would read as a pass.
 
+mod apt_cli;
 mod crash;
 mod diff;
 mod e2e;

@@ -125,6 +125,11 @@ pub struct ToolOutput {
 }
 
 impl ToolOutput {
+    /// Its exit code (`None` when a signal ended it).
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
     /// Whether it exited 0.
     pub fn success(&self) -> bool {
         self.output.status.success()
