@@ -882,6 +882,8 @@ pub async fn mirror_tags_due_oldest_first(meta: &Meta) {
     let one = meta.mirror_tag(&r, &tag("one")).await.unwrap().unwrap();
     assert_eq!(one.upstream_digest, Some(d));
     assert_eq!(one.check_error.as_deref(), Some("connection refused"));
+}
+
 fn local_apt_repo(name: &str) -> NewAptRepo {
     NewAptRepo {
         name: name.into(),
