@@ -116,6 +116,11 @@ impl TestServer {
         TestServer::start_in(dir, self.config.clone(), self.mirror.clone()).await
     }
 
+    /// Stops this server for good (an upstream going away).
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
     async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -14,6 +14,7 @@ mod catalog;
 mod errors;
 mod history;
 mod manifests;
+mod mirror;
 mod referrers;
 mod tags;
 mod uploads;

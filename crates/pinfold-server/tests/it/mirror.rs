@@ -1,0 +1,567 @@
+//! The pull-through mirror against a real upstream: a second Pinfold on loopback, reached
+//! through a small forwarding proxy that counts (and, when told to, corrupts) what the
+//! mirror asks for, so the tests can check "one upstream GET" where the upstream sees it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use pinfold_mirror::{MirrorConfig, MirrorSettings, TagPolicy, UpstreamConfig};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// What the proxy saw and how it behaves.
+#[derive(Default)]
+struct ProxyState {
+    blob_gets: AtomicUsize,
+    manifest_requests: AtomicUsize,
+    /// Flip the last byte of every blob body.
+    corrupt: AtomicBool,
+    /// Answer every request with 503.
+    down: AtomicBool,
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+}
+
+async fn forward(
+    State((upstream, state, client)): State<(String, Arc<ProxyState>, reqwest::Client)>,
+    request: Request,
+) -> Response {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let is_blob = path.contains("/blobs/sha256:");
+    if is_blob && request.method() == axum::http::Method::GET {
+        state.blob_gets.fetch_add(1, Ordering::SeqCst);
+    }
+    if path.contains("/manifests/") {
+        state.manifest_requests.fetch_add(1, Ordering::SeqCst);
+    }
+    if state.down.load(Ordering::SeqCst) {
+        return Response::builder().status(503).body(Body::empty()).unwrap();
+    }
+    let mut forwarded = client.request(request.method().clone(), format!("{upstream}{path}"));
+    for (name, value) in request.headers() {
+        if name != "host" {
+            forwarded = forwarded.header(name, value);
+        }
+    }
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let answer = forwarded.body(body).send().await.unwrap();
+    let mut response = Response::builder().status(answer.status().as_u16());
+    for (name, value) in answer.headers() {
+        response = response.header(name, value);
+    }
+    let mut bytes = answer.bytes().await.unwrap().to_vec();
+    if is_blob && state.corrupt.load(Ordering::SeqCst) {
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 0xff;
+        }
+    }
+    response.body(Body::from(bytes)).unwrap()
+}
+
+impl Proxy {
+    async fn start(upstream: &TestServer) -> Proxy {
+        let state = Arc::new(ProxyState::default());
+        let app = axum::Router::new().fallback(forward).with_state((
+            upstream.url(""),
+            Arc::clone(&state),
+            reqwest::Client::new(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Proxy { addr, state }
+    }
+}
+
+fn upstream_config(name: &str, addr: SocketAddr, policy: TagPolicy) -> UpstreamConfig {
+    let mut config = UpstreamConfig::new(name, format!("http://{addr}"));
+    config.policy = policy;
+    config
+}
+
+fn mirror_of(upstreams: Vec<UpstreamConfig>) -> MirrorConfig {
+    MirrorConfig {
+        upstreams,
+        settings: MirrorSettings {
+            upstream_timeout_seconds: 10,
+            ..MirrorSettings::default()
+        },
+    }
+}
+
+async fn manifest_digest(server: &TestServer, path: &str) -> (StatusCode, Option<String>) {
+    let resp = server
+        .get(path)
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), header(&resp, "docker-content-digest"))
+}
+
+async fn json(resp: reqwest::Response) -> Value {
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// Story 1 on the mirror: A is cached and pinned; the upstream moves the tag to B; the mirror
+/// keeps serving A and reports drift A→B; the history lists A; promoting makes B current; A
+/// still pulls by digest.
+#[tokio::test]
+async fn pinned_tag_drifts_and_is_promoted() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("library/ruby", "2.7").await;
+    let mut up = upstream_config("docker.io", upstream.addr, TagPolicy::Pin);
+    up.refresh_seconds = 0;
+    let mut config = mirror_of(vec![up]);
+    config.settings.drift_interval_seconds = 1;
+    let mirror = TestServer::start_mirror(config).await;
+
+    // The first pull caches A, byte for byte.
+    let resp = mirror
+        .get("/v2/docker.io/library/ruby/manifests/2.7")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        header(&resp, "docker-content-digest").unwrap(),
+        a.digest.to_string()
+    );
+    assert_eq!(resp.bytes().await.unwrap(), a.manifest);
+    for layer in &a.layers {
+        let path = format!("/v2/docker.io/library/ruby/blobs/{}", sha256(layer));
+        let body = mirror
+            .get(&path)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&body[..], &layer[..]);
+    }
+
+    // The upstream moves the tag; the mirror keeps A.
+    let b = upstream.push_image("library/ruby", "2.7").await;
+    let (status, digest) =
+        manifest_digest(&mirror, "/v2/docker.io/library/ruby/manifests/2.7").await;
+    assert_eq!(
+        (status, digest.unwrap()),
+        (StatusCode::OK, a.digest.to_string())
+    );
+
+    // The drift poller notices within a few passes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let list = json(mirror.get("/api/v1/drift").send().await.unwrap()).await;
+        if let Some(event) = list["events"].as_array().and_then(|e| e.first()).cloned() {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "no drift event within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(event["repository"], "docker.io/library/ruby");
+    assert_eq!(event["tag"], "2.7");
+    assert_eq!(event["pinned_digest"], a.digest.to_string());
+    assert_eq!(event["upstream_digest"], b.digest.to_string());
+    assert_eq!(event["resolution"], Value::Null);
+    let (_, digest) = manifest_digest(&mirror, "/v2/docker.io/library/ruby/manifests/2.7").await;
+    assert_eq!(
+        digest.unwrap(),
+        a.digest.to_string(),
+        "drift does not move a pinned tag"
+    );
+
+    // Promote: B becomes current, journaled with who did it; the event closes.
+    let answer = json(
+        mirror
+            .post("/api/v1/repositories/docker.io/library/ruby/tags/2.7/promote")
+            .json(&serde_json::json!({"actor": "alice"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer["previous"], a.digest.to_string());
+    assert_eq!(answer["digest"], b.digest.to_string());
+    assert_eq!(answer["moved"], true);
+    let (_, digest) = manifest_digest(&mirror, "/v2/docker.io/library/ruby/manifests/2.7").await;
+    assert_eq!(digest.unwrap(), b.digest.to_string());
+    let (status, _) = manifest_digest(
+        &mirror,
+        &format!("/v2/docker.io/library/ruby/manifests/{}", a.digest),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "A still pulls by digest");
+
+    let history = json(
+        mirror
+            .get("/api/v1/repositories/docker.io/library/ruby/tags/2.7/history")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let rows = history.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["new_digest"], a.digest.to_string());
+    assert_eq!(rows[0]["source"], "mirror");
+    assert_eq!(rows[0]["actor"], "mirror:docker.io");
+    assert_eq!(rows[1]["new_digest"], b.digest.to_string());
+    assert_eq!(rows[1]["source"], "promote");
+    assert_eq!(rows[1]["actor"], "alice");
+    // What it resolved to at the time of the first row.
+    let at = rows[0]["at"].as_str().unwrap();
+    let moment = json(
+        mirror
+            .get(&format!(
+                "/api/v1/repositories/docker.io/library/ruby/tags/2.7/history?at={}",
+                at.replace('+', "%2B")
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(moment["digest"], a.digest.to_string());
+
+    let open = json(mirror.get("/api/v1/drift").send().await.unwrap()).await;
+    assert_eq!(open["events"].as_array().unwrap().len(), 0);
+    let all = json(mirror.get("/api/v1/drift?all=true").send().await.unwrap()).await;
+    assert_eq!(all["events"][0]["resolution"], "accepted");
+}
+
+/// The upstream goes away: everything cached still pulls; what is not cached is a clear
+/// OCI error, and pushes to a mirrored name are refused.
+#[tokio::test]
+async fn cached_content_survives_the_upstream_and_errors_are_oci() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("org/app", "1").await;
+    upstream.push_image("org/app", "2").await;
+    let mut up = upstream_config("ghcr.io", upstream.addr, TagPolicy::Follow);
+    up.refresh_seconds = 0;
+    let mirror = TestServer::start_mirror(mirror_of(vec![up])).await;
+    let (status, digest) = manifest_digest(&mirror, "/v2/ghcr.io/org/app/manifests/1").await;
+    assert_eq!(
+        (status, digest.unwrap()),
+        (StatusCode::OK, a.digest.to_string())
+    );
+    for layer in &a.layers {
+        let path = format!("/v2/ghcr.io/org/app/blobs/{}", sha256(layer));
+        assert_eq!(
+            mirror
+                .get(&path)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+            layer[..]
+        );
+    }
+    upstream.shutdown().await;
+
+    // `follow` with refresh 0 asks the upstream on every pull; it cannot, so the cached tag is
+    // served with a Warning saying so; by digest too; and the blobs.
+    let resp = mirror
+        .get("/v2/ghcr.io/org/app/manifests/1")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        header(&resp, "docker-content-digest").unwrap(),
+        a.digest.to_string()
+    );
+    let warning = header(&resp, "warning").expect("a Warning header on a stale answer");
+    assert!(warning.starts_with("110 pinfold"), "{warning}");
+    let (status, _) = manifest_digest(
+        &mirror,
+        &format!("/v2/ghcr.io/org/app/manifests/{}", a.digest),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for layer in &a.layers {
+        let path = format!("/v2/ghcr.io/org/app/blobs/{}", sha256(layer));
+        assert_eq!(
+            mirror
+                .get(&path)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+            layer[..]
+        );
+    }
+
+    // Not cached: the upstream is unreachable.
+    let resp = mirror
+        .get("/v2/ghcr.io/org/app/manifests/2")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::BAD_GATEWAY, "UNAVAILABLE").await;
+    // Writes to a mirrored name are refused, and nothing is left behind.
+    let resp = mirror
+        .post("/v2/ghcr.io/org/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::FORBIDDEN, "DENIED").await;
+    let resp = mirror
+        .put("/v2/ghcr.io/org/app/manifests/3")
+        .header("content-type", OCI_MANIFEST)
+        .body(a.manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::FORBIDDEN, "DENIED").await;
+    assert!(mirror.leftovers().is_empty());
+}
+
+/// A tag whose upstream moved is followed at once under `follow` (refresh 0), and the journal
+/// records the mirror's move.
+#[tokio::test]
+async fn follow_policy_moves_with_the_upstream() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("team/tool", "stable").await;
+    let mut up = upstream_config("quay.io", upstream.addr, TagPolicy::Follow);
+    up.refresh_seconds = 0;
+    let mirror = TestServer::start_mirror(mirror_of(vec![up])).await;
+    let (_, digest) = manifest_digest(&mirror, "/v2/quay.io/team/tool/manifests/stable").await;
+    assert_eq!(digest.unwrap(), a.digest.to_string());
+    let b = upstream.push_image("team/tool", "stable").await;
+    let (_, digest) = manifest_digest(&mirror, "/v2/quay.io/team/tool/manifests/stable").await;
+    assert_eq!(digest.unwrap(), b.digest.to_string());
+    let history = json(
+        mirror
+            .get("/api/v1/repositories/quay.io/team/tool/tags/stable/history")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let moves: Vec<(&Value, &Value)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (&r["previous_digest"], &r["new_digest"]))
+        .collect();
+    assert_eq!(moves.len(), 2);
+    assert_eq!(moves[1].0, &Value::String(a.digest.to_string()));
+    assert_eq!(moves[1].1, &Value::String(b.digest.to_string()));
+    // A stays pullable by digest.
+    let (status, _) = manifest_digest(
+        &mirror,
+        &format!("/v2/quay.io/team/tool/manifests/{}", a.digest),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// containerd's `?ns=` form and Docker's `registry-mirrors` form reach the same mirrored
+/// repository; local pushes to other names keep working; an unknown `ns` is NAME_UNKNOWN.
+#[tokio::test]
+async fn addressing_forms_and_local_pushes() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("library/ruby", "3.3").await;
+    let mut up = upstream_config("docker.io", upstream.addr, TagPolicy::Pin);
+    up.default = true;
+    let mirror = TestServer::start_mirror(mirror_of(vec![up])).await;
+
+    for path in [
+        "/v2/library/ruby/manifests/3.3?ns=docker.io",
+        "/v2/library/ruby/manifests/3.3",
+        "/v2/docker.io/library/ruby/manifests/3.3",
+    ] {
+        let (status, digest) = manifest_digest(&mirror, path).await;
+        assert_eq!(
+            (status, digest),
+            (StatusCode::OK, Some(a.digest.to_string())),
+            "{path}"
+        );
+    }
+    let layer = format!(
+        "/v2/library/ruby/blobs/{}?ns=docker.io",
+        sha256(&a.layers[0])
+    );
+    assert_eq!(
+        mirror
+            .get(&layer)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        a.layers[0][..]
+    );
+    // One repository, one journal row.
+    let history = json(
+        mirror
+            .get("/api/v1/repositories/docker.io/library/ruby/tags/3.3/history")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(history.as_array().unwrap().len(), 1);
+
+    let resp = mirror
+        .get("/v2/library/ruby/manifests/3.3?ns=quay.io")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
+
+    // A local push to a name with no upstream prefix; then its pulls stay local.
+    let local = mirror.push_image("myteam/app", "1").await;
+    let (status, digest) = manifest_digest(&mirror, "/v2/myteam/app/manifests/1").await;
+    assert_eq!(
+        (status, digest),
+        (StatusCode::OK, Some(local.digest.to_string()))
+    );
+}
+
+/// 50 clients pull the same cold blob at once: the upstream sees exactly one GET, and every
+/// client gets the exact bytes.
+#[tokio::test]
+async fn concurrent_cold_pulls_fetch_the_blob_once() {
+    let upstream = TestServer::start().await;
+    let big = random_bytes(8 * 1024 * 1024);
+    let config = random_bytes(200);
+    upstream.push_blob("org/big", &big).await;
+    upstream.push_blob("org/big", &config).await;
+    let manifest = oci_manifest(
+        descriptor(OCI_CONFIG, &config),
+        vec![descriptor(OCI_LAYER, &big)],
+    );
+    upstream
+        .push_manifest("org/big", "1", OCI_MANIFEST, &manifest)
+        .await;
+    let proxy = Proxy::start(&upstream).await;
+    let mirror = TestServer::start_mirror(mirror_of(vec![upstream_config(
+        "up",
+        proxy.addr,
+        TagPolicy::Pin,
+    )]))
+    .await;
+    let (status, _) = manifest_digest(&mirror, "/v2/up/org/big/manifests/1").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let path = format!("/v2/up/org/big/blobs/{}", sha256(&big));
+    let pulls = (0..50).map(|_| {
+        let request = mirror.get(&path).send();
+        async move {
+            let resp = request.await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            sha256(&resp.bytes().await.unwrap())
+        }
+    });
+    let digests = futures_util::future::join_all(pulls).await;
+    assert!(digests.iter().all(|d| *d == sha256(&big)));
+    assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), 1);
+    // Warm now: served locally, no further upstream GET.
+    let again = mirror
+        .get(&path)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&again), sha256(&big));
+    assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), 1);
+    assert!(mirror.leftovers().is_empty());
+}
+
+/// An upstream that sends bytes which do not match the digest: the client never gets a
+/// complete body, nothing is stored, and the next request retries and succeeds once the
+/// upstream behaves. An upstream answering 503 gives a clear OCI error.
+#[tokio::test]
+async fn digest_mismatch_from_upstream_is_refused_and_retried() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("org/app", "1").await;
+    let proxy = Proxy::start(&upstream).await;
+    let mirror = TestServer::start_mirror(mirror_of(vec![upstream_config(
+        "up",
+        proxy.addr,
+        TagPolicy::Pin,
+    )]))
+    .await;
+    let (status, _) = manifest_digest(&mirror, "/v2/up/org/app/manifests/1").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let layer = &a.layers[1];
+    let digest = sha256(layer);
+    let path = format!("/v2/up/org/app/blobs/{digest}");
+    proxy.state.corrupt.store(true, Ordering::SeqCst);
+    let outcome = match mirror.get(&path).send().await {
+        Ok(resp) if resp.status() == StatusCode::OK => resp.bytes().await.map(|b| b.to_vec()),
+        Ok(resp) => panic!("unexpected status {}", resp.status()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        outcome.is_err(),
+        "a corrupted blob must not arrive complete"
+    );
+    let stored = mirror
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&digest.encoded()[..2])
+        .join(digest.encoded());
+    assert!(!stored.exists(), "nothing stored");
+    // Give the failed fetch a moment to clean its upload file.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(mirror.leftovers().is_empty(), "{:?}", mirror.leftovers());
+
+    proxy.state.corrupt.store(false, Ordering::SeqCst);
+    let body = mirror
+        .get(&path)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body[..], &layer[..]);
+    assert!(stored.exists());
+    assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), 2);
+
+    proxy.state.down.store(true, Ordering::SeqCst);
+    let resp = mirror
+        .get("/v2/up/org/app/manifests/2")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::BAD_GATEWAY, "UNAVAILABLE").await;
+    let resp = mirror
+        .get(&format!("/v2/up/org/app/blobs/{}", sha256(&a.layers[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::BAD_GATEWAY, "UNAVAILABLE").await;
+    assert!(proxy.state.manifest_requests.load(Ordering::SeqCst) >= 2);
+}
