@@ -64,6 +64,23 @@ enum Command {
     ///
     /// Exit codes: 0 success; 1 `diff` found differences; 2 error.
     Apt(cmd::apt::AptArgs),
+    /// Edit the upstream registries mirrored (`[[upstream]]` in the configuration file, its
+    /// comments kept); `pinfold serve` must be restarted to apply.
+    ///
+    /// Exit codes: 0 success; 2 invalid configuration or unknown name (nothing is written).
+    Upstream(cmd::mirror::UpstreamArgs),
+    /// List upstream moves of mirrored tags the mirror did not follow (open ones by default).
+    ///
+    /// Exit codes: 0 no open drift; 1 open drift events exist; 2 error.
+    Drift(cmd::mirror::DriftArgs),
+    /// Accept an upstream move: point a mirrored tag at the upstream's (or a given) digest.
+    ///
+    /// Exit codes: 0 promoted or already there; 2 error.
+    Promote(cmd::mirror::PromoteArgs),
+    /// The tag journal of one tag: every digest it pointed to, when, by whom and why.
+    ///
+    /// Exit codes: 0 success; 2 error (a tag never set is an error).
+    History(cmd::mirror::HistoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,5 +119,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => runtime.block_on(cmd::diff::run(args)),
         Command::Lock(args) => runtime.block_on(cmd::lock::run(args)),
         Command::Apt(args) => runtime.block_on(cmd::apt::run(args)),
+        Command::Upstream(args) => cmd::mirror::upstream(args, cli.config.as_deref()),
+        Command::Drift(args) => runtime.block_on(cmd::mirror::drift(args)),
+        Command::Promote(args) => runtime.block_on(cmd::mirror::promote(args)),
+        Command::History(args) => runtime.block_on(cmd::mirror::history(args)),
     }
 }

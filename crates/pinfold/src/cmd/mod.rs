@@ -1,7 +1,8 @@
 //! One file per subcommand.
 
-pub mod diff;
 pub mod apt;
+pub mod diff;
 pub mod lint;
 pub mod lock;
+pub mod mirror;
 pub mod serve;

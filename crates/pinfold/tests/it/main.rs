@@ -18,3 +18,4 @@ mod diff;
 mod e2e;
 mod harness;
 mod lock;
+mod mirror_cli;
