@@ -108,6 +108,8 @@ struct Inner {
     max_blob_bytes: Option<u64>,
     /// Upstreams that answered 429, and until when they are left alone.
     backoff: Mutex<HashMap<String, Instant>>,
+    /// Held while a drift event is explained (one at a time).
+    explaining: tokio::sync::Mutex<()>,
 }
 
 fn tag_move(actor: String, source: TagMoveSource) -> TagMove {
@@ -136,6 +138,7 @@ impl Mirror {
                 fetches: Arc::new(Fetches::default()),
                 max_blob_bytes,
                 backoff: Mutex::new(HashMap::new()),
+                explaining: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -428,6 +431,14 @@ impl Mirror {
             .meta()
             .observe_upstream(repo, tag, upstream.name(), Some(&head.digest))
             .await?;
+        if let (true, Some(event)) = (observation.new_drift, &observation.drift) {
+            let this = self.clone();
+            let (route, event) = (route.clone(), event.clone());
+            // On a blocking thread: the inspect futures are not `Send` for every lifetime
+            // (rustc's higher-ranked Send limitation), and the work is long and CPU-bound.
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || handle.block_on(this.explain(route, event)));
+        }
         let follow = match (upstream.policy(), &observation.pinned) {
             (_, None) => false,
             (_, Some(pinned)) if *pinned == head.digest => false,
@@ -562,6 +573,42 @@ impl Mirror {
             .observe_upstream(repo, tag, upstream.name(), observed.as_ref())
             .await?;
         Ok(promoted)
+    }
+
+    /// Attaches `pinfold-inspect`'s explanation of what changed between the pinned and the
+    /// upstream image to a new drift event. Both images are read from the upstream (the pinned
+    /// digest is still there by digest unless it was deleted); layer indexes are cached by
+    /// digest under `<data-dir>/cache/layers`, so a base shared with earlier images is read
+    /// once. One explanation at a time: it reads whole layers and is never urgent. A failure is
+    /// recorded in place of the explanation.
+    async fn explain(self, route: Route, event: pinfold_meta::DriftEvent) {
+        let _turn = self.inner.explaining.lock().await;
+        let explained = async {
+            let before = open_upstream_image(&route, &event.pinned_digest).await?;
+            let after = open_upstream_image(&route, &event.upstream_digest).await?;
+            let options = pinfold_inspect::diff::DiffOptions {
+                cache: pinfold_inspect::layer::cache::LayerCache::at(
+                    self.store().root().join("cache").join("layers"),
+                ),
+                parallelism: 1,
+                progress: None,
+            };
+            let report = pinfold_inspect::diff::diff_images(&before, &after, &options)
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(&report.explanation).map_err(|e| e.to_string())
+        }
+        .await;
+        let value = match explained {
+            Ok(value) => value,
+            Err(error) => {
+                tracing::warn!(repository = %event.repository, tag = %event.tag, %error, "drift not explained");
+                serde_json::json!({ "error": error })
+            }
+        };
+        if let Err(e) = self.meta().set_drift_explanation(event.id, &value).await {
+            tracing::warn!(error = %e, "recording a drift explanation");
+        }
     }
 
     fn backing_off(&self, upstream: &str) -> bool {
@@ -761,4 +808,25 @@ impl Mirror {
         });
         Ok(())
     }
+}
+
+/// Opens `<upstream>/<remote>@<digest>` with `pinfold-inspect` for a drift explanation.
+async fn open_upstream_image(
+    route: &Route,
+    digest: &Digest,
+) -> Result<pinfold_inspect::image::Image, String> {
+    let client = &route.upstream.client;
+    let text = format!("{}/{}@{digest}", client.registry(), route.remote);
+    let options = pinfold_inspect::image::OpenOptions {
+        client: pinfold_client::ClientConfig {
+            insecure: client.base_url().scheme() == "http",
+            ..pinfold_client::ClientConfig::default()
+        },
+        ..pinfold_inspect::image::OpenOptions::default()
+    };
+    let source: pinfold_inspect::image::ImageSource =
+        text.parse().map_err(|e| format!("{text}: {e}"))?;
+    pinfold_inspect::image::open(&source, &options)
+        .await
+        .map_err(|e| format!("opening {text}: {e}"))
 }

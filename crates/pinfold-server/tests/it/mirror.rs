@@ -120,13 +120,79 @@ async fn json(resp: reqwest::Response) -> Value {
     resp.json().await.unwrap()
 }
 
-/// Story 1 on the mirror: A is cached and pinned; the upstream moves the tag to B; the mirror
-/// keeps serving A and reports drift A→B; the history lists A; promoting makes B current; A
+/// A tar layer holding a dpkg status database with these package versions and a CA bundle.
+fn dpkg_layer(packages: &[(&str, &str)]) -> Vec<u8> {
+    let mut status = String::new();
+    for (name, version) in packages {
+        status.push_str(&format!(
+            "Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: {version}\n\n"
+        ));
+    }
+    let bundle = format!("bundle for {}\n", packages[0].1);
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, bytes) in [
+        ("var/lib/dpkg/status", status.as_bytes()),
+        ("etc/ssl/certs/ca-certificates.crt", bundle.as_bytes()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, path, bytes).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Pushes a one-layer image built from `layer` under `reference`.
+async fn push_layer_image(
+    server: &TestServer,
+    repo: &str,
+    reference: &str,
+    layer: Vec<u8>,
+) -> Image {
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer).to_string()]},
+        "history": [{"created_by": "ADD rootfs.tar /"}],
+        "config": {"Env": ["PATH=/usr/bin"]},
+    }))
+    .unwrap();
+    let manifest = oci_manifest(
+        descriptor(OCI_CONFIG, &config),
+        vec![descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+    );
+    let image = Image {
+        digest: sha256(&manifest),
+        config,
+        layers: vec![layer],
+        manifest,
+    };
+    server.push_image_blobs(repo, &image).await;
+    server
+        .push_manifest(repo, reference, OCI_MANIFEST, &image.manifest)
+        .await;
+    image
+}
+
+/// Story 1 on the mirror: A is cached and pinned; the upstream moves the tag to B, whose base
+/// layer has newer ca-certificates and libssl3; the mirror keeps serving A and reports drift
+/// A→B with an explanation naming them; the history lists A; promoting makes B current; A
 /// still pulls by digest.
 #[tokio::test]
 async fn pinned_tag_drifts_and_is_promoted() {
     let upstream = TestServer::start().await;
-    let a = upstream.push_image("library/ruby", "2.7").await;
+    let old = [
+        ("ca-certificates", "20230311"),
+        ("libssl3", "3.0.11-1~deb12u2"),
+        ("tzdata", "2024a-0+deb12u1"),
+    ];
+    let new = [
+        ("ca-certificates", "20240203"),
+        ("libssl3", "3.0.13-1~deb12u1"),
+        ("tzdata", "2024a-0+deb12u1"),
+    ];
+    let a = push_layer_image(&upstream, "library/ruby", "2.7", dpkg_layer(&old)).await;
     let mut up = upstream_config("docker.io", upstream.addr, TagPolicy::Pin);
     up.refresh_seconds = 0;
     let mut config = mirror_of(vec![up]);
@@ -160,7 +226,7 @@ async fn pinned_tag_drifts_and_is_promoted() {
     }
 
     // The upstream moves the tag; the mirror keeps A.
-    let b = upstream.push_image("library/ruby", "2.7").await;
+    let b = push_layer_image(&upstream, "library/ruby", "2.7", dpkg_layer(&new)).await;
     let (status, digest) =
         manifest_digest(&mirror, "/v2/docker.io/library/ruby/manifests/2.7").await;
     assert_eq!(

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# bench/mirror.sh: issue 3's performance targets for the pull-through mirror, as ratios taken
+# in one invocation.
+#
+#   cold  = GET of a blob through a mirror that does not have it (fetched from the upstream
+#           while it streams to the client)   vs   direct = the same GET from the upstream
+#   warm  = the same GET through the mirror again (now stored)   vs   local = GET of a blob of
+#           the same size pushed to the mirror itself
+#
+# Targets: cold <= 1.2x direct; warm ~ local (<= 1.1x). Each round starts a fresh mirror data
+# directory so every cold pull is cold. Medians over --runs rounds (default 3).
+#
+#   bench/mirror.sh [--mib 1024] [--runs 3] [--no-build] [--tmp-dir DIR]
+#
+# Needs curl, jq, python3 and a release build of pinfold (built unless --no-build). Servers
+# listen on 127.0.0.1 only (ports 5301 upstream, 5302 mirror). Prints a Markdown table and
+# writes it to bench/results/<UTC>-mirror/summary.md.
+set -Eeuo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+mib=1024 runs=3 build=1 tmp=${TMPDIR:-/tmp}
+while (($#)); do
+  case $1 in
+    --mib) mib=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --tmp-dir) tmp=$2; shift 2 ;;
+    *) echo "bench/mirror.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for tool in curl jq python3; do
+  command -v "$tool" >/dev/null || { echo "bench/mirror.sh: needs $tool" >&2; exit 2; }
+done
+((build)) && (cd "$repo" && cargo build --release -q -p pinfold)
+bin=$repo/target/release/pinfold
+[[ -x $bin ]] || { echo "bench/mirror.sh: $bin missing (build it or drop --no-build)" >&2; exit 2; }
+
+work=$(mktemp -d "$tmp/pinfold-mirror-bench.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+up=http://127.0.0.1:5301 mirror=http://127.0.0.1:5302
+
+wait_up() { # url
+  for _ in $(seq 1 100); do curl -sf "$1/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "bench/mirror.sh: $1 did not start" >&2; exit 2
+}
+
+# Random content that does not compress (what a layer looks like on the wire).
+make_blob() { # file
+  python3 - "$1" "$mib" <<'PY'
+import os, sys
+with open(sys.argv[1], "wb") as f:
+    for _ in range(int(sys.argv[2])):
+        f.write(os.urandom(1 << 20))
+PY
+}
+push_blob() { # base repo file -> digest
+  local digest
+  digest=sha256:$(sha256sum "$3" | cut -d' ' -f1)
+  curl -sf -XPOST -H 'content-type: application/octet-stream' --data-binary "@$3" \
+    "$1/v2/$2/blobs/uploads/?digest=$digest" -o /dev/null
+  echo "$digest"
+}
+seconds() { # url -> wall seconds of a GET to /dev/null
+  curl -sf -o /dev/null -w '%{time_total}' "$1"
+}
+
+"$bin" serve --listen 127.0.0.1:5301 --data-dir "$work/up" --config /dev/null >/dev/null 2>"$work/up.log" &
+pids+=($!)
+wait_up "$up"
+make_blob "$work/layer"
+digest=$(push_blob "$up" bench/layer "$work/layer")
+make_blob "$work/local"
+rm -f "$work/layer"
+
+cat >"$work/mirror.toml" <<EOF
+[[upstream]]
+name = "up"
+url = "$up"
+EOF
+
+declare -a direct cold warm local_
+for ((round = 1; round <= runs; round++)); do
+  rm -rf "$work/mirror"
+  "$bin" serve --listen 127.0.0.1:5302 --data-dir "$work/mirror" --config "$work/mirror.toml" >/dev/null 2>"$work/mirror.log" &
+  mpid=$!
+  wait_up "$mirror"
+  local_digest=$(push_blob "$mirror" bench/local "$work/local")
+  direct+=("$(seconds "$up/v2/bench/layer/blobs/$digest")")
+  cold+=("$(seconds "$mirror/v2/up/bench/layer/blobs/$digest")")
+  warm+=("$(seconds "$mirror/v2/up/bench/layer/blobs/$digest")")
+  local_+=("$(seconds "$mirror/v2/bench/local/blobs/$local_digest")")
+  kill "$mpid"; wait "$mpid" 2>/dev/null || true
+  echo "round $round: direct ${direct[-1]} s, cold ${cold[-1]} s, warm ${warm[-1]} s, local ${local_[-1]} s" >&2
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+md=$(median "${direct[@]}") mc=$(median "${cold[@]}") mw=$(median "${warm[@]}") ml=$(median "${local_[@]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN {print (r <= t) ? "PASS" : "FAIL"}'; }
+rc=$(ratio "$mc" "$md") rw=$(ratio "$mw" "$ml")
+out=$repo/bench/results/$(date -u +%Y%m%dT%H%M%SZ)-mirror
+mkdir -p "$out"
+{
+  echo "| target | measured (median of $runs) | baseline (same run) | ratio | goal | result |"
+  echo "|---|---:|---:|---:|---|---|"
+  echo "| cold pull of a $mib MiB blob through the mirror vs direct from the upstream | $mc s | $md s | ${rc}x | <= 1.2x | $(verdict "$rc" 1.2) |"
+  echo "| warm pull through the mirror vs a locally pushed blob of the same size | $mw s | $ml s | ${rw}x | <= 1.1x | $(verdict "$rw" 1.1) |"
+  echo
+  echo "Per round (s): direct ${direct[*]}; cold ${cold[*]}; warm ${warm[*]}; local ${local_[*]}."
+} | tee "$out/summary.md"
