@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    require_tool, sha256_digest, tar_archive, RegistryClient, Rng, TarEntry, TestServer, Tool,
-    DOCKER_MANIFEST,
+    require_tool, sha256_digest, tar_archive, RegistryClient, Rng, TarEntry, Target, TestServer,
+    Tool, DOCKER_MANIFEST,
 };
 
 fn docker() -> Tool {
@@ -322,5 +322,70 @@ async fn docker_push_pull_build_and_run() {
             layer["size"].as_u64(),
             "layer size of {digest}"
         );
+    }
+}
+
+/// The Docker engine pulls through the mirror (path-prefix form; the `registry-mirrors` form
+/// needs the daemon's configuration, which a test must not change) from Debian's
+/// docker-registry as the upstream, and gets the image the upstream has, by id and digest; a
+/// second pull after the upstream is gone still works from the mirror's cache.
+#[tokio::test]
+async fn docker_pulls_through_the_mirror_from_distribution() {
+    let mut upstream = TestServer::start_target(Target::Distribution).await;
+    let token = Rng::new().token();
+    let repo = format!("it/mirrored-{token}");
+    let local = format!("pinfold-it/mirrored-{token}:1");
+    let upstream_ref = format!("{}/{repo}:1", upstream.host_port());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let rootfs = scratch.path().join("rootfs.tar");
+    std::fs::write(&rootfs, host_shell_rootfs()).expect("write rootfs tar");
+    let image_id = docker()
+        .arg("import")
+        .arg(&rootfs)
+        .arg(&local)
+        .run_ok()
+        .await
+        .trim()
+        .to_owned();
+    let mut cleanup = DockerCleanup {
+        images: vec![local.clone(), upstream_ref.clone(), image_id.clone()],
+    };
+    docker().args(["tag", &local, &upstream_ref]).run_ok().await;
+    let digest = pushed_digest(&docker().args(["push", &upstream_ref]).run_ok().await);
+
+    let upstreams = format!("[{{name = \"up\", url = \"{}\"}}]", upstream.url());
+    let mirror = TestServer::start_with_env(&[("PINFOLD_UPSTREAM", upstreams.as_str())]).await;
+    let mirrored_ref = format!("{}/up/{repo}:1", mirror.host_port());
+    cleanup.images.push(mirrored_ref.clone());
+
+    // The engine must not find the image locally: remove every name it has.
+    docker().args(["rmi", &local, &upstream_ref]).run_ok().await;
+    for round in 0..2 {
+        docker().args(["pull", &mirrored_ref]).run_ok().await;
+        let inspect = docker()
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}} {{json .RepoDigests}}",
+                &mirrored_ref,
+            ])
+            .run_ok()
+            .await;
+        let (pulled_id, repo_digests) = inspect.trim().split_once(' ').expect("inspect output");
+        assert_eq!(
+            pulled_id, image_id,
+            "image id through the mirror (round {round})"
+        );
+        let expected = format!("{}/up/{repo}@{digest}", mirror.host_port());
+        assert!(
+            repo_digests.contains(&expected),
+            "RepoDigests: expected {expected}, got {repo_digests}"
+        );
+        docker().args(["rmi", &mirrored_ref]).run_ok().await;
+        if round == 0 {
+            // The upstream goes away; the mirror serves what it cached.
+            upstream.kill();
+        }
     }
 }
