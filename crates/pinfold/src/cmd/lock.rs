@@ -33,6 +33,10 @@ pub struct LockArgs {
     /// since the lockfile was written, and say which.
     #[arg(long, conflicts_with = "rewrite")]
     pub check: bool,
+    /// With --check: for every moved reference, read both images and say what changed, ranked
+    /// by how likely it is to break a build (the explanation of `pinfold diff`).
+    #[arg(long, requires = "check")]
+    pub explain: bool,
     /// Also pin the references in the files as `name:tag@sha256:...`, changing nothing else.
     /// References that already carry a digest are left as they are.
     #[arg(long)]
@@ -210,6 +214,11 @@ pub async fn run(args: LockArgs) -> anyhow::Result<ExitCode> {
     if args.check {
         let old = old.unwrap_or_else(|| Lockfile::build(&[], &resolved));
         let report = CheckReport::compare(&old, &new);
+        let explanations = if args.explain {
+            explain_moves(&report.moved).await
+        } else {
+            BTreeMap::new()
+        };
         if args.json {
             let value = json!({
                 "lockfile": args.lockfile.display().to_string(),
@@ -219,10 +228,17 @@ pub async fn run(args: LockArgs) -> anyhow::Result<ExitCode> {
                 "removed": report.removed,
                 "relocated": report.relocated,
                 "warnings": warnings,
+                "explanations": explanations
+                    .iter()
+                    .map(|(name, e)| match e {
+                        Ok(explanation) => (name.clone(), json!(explanation)),
+                        Err(error) => (name.clone(), json!({ "error": error })),
+                    })
+                    .collect::<serde_json::Map<_, _>>(),
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         } else {
-            write_check(&mut out, &args.lockfile, &old, &new, &report)?;
+            write_check(&mut out, &args.lockfile, &old, &new, &report, &explanations)?;
         }
         out.flush()?;
         return Ok(if report.is_clean() {
@@ -488,12 +504,54 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The human report of `--check`.
+/// Explanations of moved references, by name: both images read from their registry (the
+/// host's platform of an index), compared with `pinfold diff`'s library call.
+async fn explain_moves(
+    moved: &[lock::Moved],
+) -> BTreeMap<String, Result<pinfold_inspect::diff::Explanation, String>> {
+    use pinfold_inspect::{diff, image};
+    let mut out = BTreeMap::new();
+    for m in moved {
+        let explained = async {
+            let reference: pinfold_oci::ImageReference =
+                m.name.parse().map_err(|e| format!("{}: {e}", m.name))?;
+            let open = |digest: &pinfold_oci::Digest| {
+                let text = format!(
+                    "{}/{}@{digest}",
+                    reference.registry(),
+                    reference.repository()
+                );
+                async move {
+                    let source: image::ImageSource =
+                        text.parse().map_err(|e| format!("{text}: {e}"))?;
+                    image::open(&source, &image::OpenOptions::default())
+                        .await
+                        .map_err(|e| format!("{text}: {e}"))
+                }
+            };
+            let before = open(&m.old).await?;
+            let after = open(&m.new).await?;
+            diff::diff_images(&before, &after, &diff::DiffOptions::default())
+                .await
+                .map(|report| report.explanation)
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        out.insert(m.name.clone(), explained);
+    }
+    out
+}
+
+/// Most explanation items printed per moved reference (all of them are in `--json`).
+const EXPLAIN_ITEMS: usize = 8;
+
 fn write_check(
     out: &mut impl Write,
     lockfile: &Path,
     old: &Lockfile,
     new: &Lockfile,
     report: &CheckReport,
+    explanations: &BTreeMap<String, Result<pinfold_inspect::diff::Explanation, String>>,
 ) -> std::io::Result<()> {
     let wheres = |image: &lock::LockedImage| {
         image
@@ -512,6 +570,18 @@ fn write_check(
                 d.as_ref().map_or("(none)".to_string(), ToString::to_string)
             };
             writeln!(out, "  {platform}: {} -> {}", show(a), show(b))?;
+        }
+        match explanations.get(&m.name) {
+            None => {}
+            Some(Err(error)) => writeln!(out, "  not explained: {error}")?,
+            Some(Ok(explanation)) => {
+                if let Some(summary) = &explanation.summary {
+                    writeln!(out, "  why: {summary}")?;
+                }
+                for item in explanation.items.iter().take(EXPLAIN_ITEMS) {
+                    writeln!(out, "  {}. {}: {}", item.rank, item.subject, item.change)?;
+                }
+            }
         }
     }
     for a in &report.added {

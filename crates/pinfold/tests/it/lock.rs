@@ -417,6 +417,26 @@ async fn lock_check_names_a_moved_tag_and_added_and_removed_references() {
         "--check wrote the lockfile"
     );
 
+    // --explain reads both images and ranks what changed (here: the layers' files).
+    let run = project.lock(&["--check", "--explain"]).await;
+    run.assert_code(1);
+    run.assert_stdout_has("\n  1. ");
+    let run = project.lock(&["--check", "--explain", "--json"]).await;
+    run.assert_code(1);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON report");
+    let explanation = &report["explanations"][format!("{host}/base/single:1")];
+    assert!(
+        explanation["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty()),
+        "{explanation}"
+    );
+    assert_eq!(
+        project.read("pinfold.lock"),
+        locked,
+        "--explain wrote the lockfile"
+    );
+
     // A reference added to the files and one removed from them.
     project.write(
         "Dockerfile",
