@@ -57,7 +57,7 @@ PY
 push_blob() { # base repo file -> digest
   local digest
   digest=sha256:$(sha256sum "$3" | cut -d' ' -f1)
-  curl -sf -XPOST -H 'content-type: application/octet-stream' --data-binary "@$3" \
+  curl -sf -XPOST -H "content-type: application/octet-stream" -T - <"$3" \
     "$1/v2/$2/blobs/uploads/?digest=$digest" -o /dev/null
   echo "$digest"
 }
