@@ -631,3 +631,111 @@ async fn digest_mismatch_from_upstream_is_refused_and_retried() {
     assert_error(resp, StatusCode::BAD_GATEWAY, "UNAVAILABLE").await;
     assert!(proxy.state.manifest_requests.load(Ordering::SeqCst) >= 2);
 }
+
+/// Referrers (signatures, SBOMs) of a mirrored manifest arrive with it; a tag the upstream
+/// deletes keeps being served (follow re-checks on every pull here and finds it gone).
+#[tokio::test]
+async fn referrers_come_with_their_subject_and_deleted_tags_stay_served() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("org/signed", "1").await;
+    let signature = "application/vnd.example.signature";
+    let (artifact, resp) = crate::referrers::push_artifact(
+        &upstream,
+        "org/signed",
+        &a.descriptor(),
+        Some(signature),
+        serde_json::json!({"k": "sig"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let mut up = upstream_config("up", upstream.addr, TagPolicy::Follow);
+    up.refresh_seconds = 0;
+    let mirror = TestServer::start_mirror(mirror_of(vec![up])).await;
+    let (status, _) = manifest_digest(&mirror, "/v2/up/org/signed/manifests/1").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let path = format!("/v2/up/org/signed/referrers/{}", a.digest);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let index: Value = mirror
+            .get(&path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(first) = index["manifests"]
+            .as_array()
+            .and_then(|m| m.first())
+            .cloned()
+        {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "referrer not mirrored within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(listed["digest"], sha256(&artifact).to_string());
+    assert_eq!(listed["artifactType"], signature);
+    let resp = mirror
+        .get(&format!(
+            "/v2/up/org/signed/manifests/{}",
+            sha256(&artifact)
+        ))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.bytes().await.unwrap(),
+        artifact,
+        "the referrer's exact bytes"
+    );
+
+    let resp = upstream
+        .delete("/v2/org/signed/manifests/1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let (status, digest) = manifest_digest(&mirror, "/v2/up/org/signed/manifests/1").await;
+    assert_eq!(
+        (status, digest),
+        (StatusCode::OK, Some(a.digest.to_string()))
+    );
+}
+
+/// `cooldown`: a new upstream digest is a drift event until it has been stable for
+/// `cooldown_seconds`, then the tag follows it.
+#[tokio::test]
+async fn cooldown_follows_only_a_stable_upstream_digest() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("org/app", "1").await;
+    let mut up = upstream_config("up", upstream.addr, TagPolicy::Cooldown);
+    up.refresh_seconds = 0;
+    up.cooldown_seconds = 2;
+    let mirror = TestServer::start_mirror(mirror_of(vec![up])).await;
+    let path = "/v2/up/org/app/manifests/1";
+    assert_eq!(
+        manifest_digest(&mirror, path).await.1,
+        Some(a.digest.to_string())
+    );
+    let b = upstream.push_image("org/app", "1").await;
+    // Seen now: not followed yet, and a drift event says why.
+    assert_eq!(
+        manifest_digest(&mirror, path).await.1,
+        Some(a.digest.to_string())
+    );
+    let open = json(mirror.get("/api/v1/drift").send().await.unwrap()).await;
+    assert_eq!(open["events"][0]["upstream_digest"], b.digest.to_string());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        manifest_digest(&mirror, path).await.1,
+        Some(b.digest.to_string())
+    );
+    let all = json(mirror.get("/api/v1/drift?all=true").send().await.unwrap()).await;
+    assert_eq!(all["events"][0]["resolution"], "accepted");
+}

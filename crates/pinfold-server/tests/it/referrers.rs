@@ -15,7 +15,7 @@ const EMPTY_CONFIG: &[u8] = b"{}";
 
 /// An artifact manifest attached to `subject` (an image manifest descriptor), its config the
 /// empty descriptor. `artifact_type` `None` leaves the field out.
-async fn push_artifact(
+pub(crate) async fn push_artifact(
     server: &TestServer,
     repo: &str,
     subject: &Value,
