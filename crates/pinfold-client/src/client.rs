@@ -404,13 +404,7 @@ impl RegistryClient {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<BlobStream, ClientError> {
-        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
-        // No whole-request timeout: a large layer may take long; the idle-read timeout bounds it.
-        let resp = self
-            .send(Method::GET, url, &pull_scope(repo), HeaderMap::new(), false)
-            .await?;
-        let resp = self.check(resp, &format!("{repo}@{digest}")).await?;
-        let size = content_length(&resp);
+        let (resp, size) = self.blob_response(repo, digest).await?;
         Ok(BlobStream::verify(
             resp.bytes_stream(),
             digest.clone(),
@@ -431,13 +425,24 @@ impl RegistryClient {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<BlobStream, ClientError> {
+        let (resp, size) = self.blob_response(repo, digest).await?;
+        Ok(BlobStream::sized(resp.bytes_stream(), size))
+    }
+
+    /// The successful answer to a blob `GET` and its `Content-Length`, before any body.
+    async fn blob_response(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(reqwest::Response, Option<u64>), ClientError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        // No whole-request timeout: a large layer may take long; the idle-read timeout bounds it.
         let resp = self
             .send(Method::GET, url, &pull_scope(repo), HeaderMap::new(), false)
             .await?;
         let resp = self.check(resp, &format!("{repo}@{digest}")).await?;
         let size = content_length(&resp);
-        Ok(BlobStream::sized(resp.bytes_stream(), size))
+        Ok((resp, size))
     }
 
     /// The referrers of `digest` in `repo` (distribution-spec 1.1 referrers API) as the

@@ -57,7 +57,9 @@ pub enum MirrorError {
 }
 
 impl MirrorError {
-    pub(crate) fn upstream(upstream: &str, source: ClientError) -> MirrorError {
+    /// The error for a failed upstream call: [`MirrorError::NotFound`] when the upstream
+    /// answered 404, [`MirrorError::Upstream`] otherwise.
+    pub fn upstream(upstream: &str, source: ClientError) -> MirrorError {
         match source {
             ClientError::NotFound { what, .. } => MirrorError::NotFound {
                 upstream: upstream.to_owned(),

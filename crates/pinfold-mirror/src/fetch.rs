@@ -11,7 +11,6 @@
 //! wrong blob for a complete one.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
 use pinfold_oci::Digest;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 /// How far a fetch has come.
@@ -233,7 +232,8 @@ impl Tail {
             let want = usize::try_from((limit - self.sent).min(CHUNK as u64)).unwrap_or(CHUNK);
             if want > 0 {
                 let mut buf = BytesMut::zeroed(want);
-                self.file.seek(SeekFrom::Start(self.sent)).await?;
+                // Reads are sequential from offset 0, so the file position is always `sent`:
+                // no seek (each would be another trip to the blocking pool).
                 let n = self.file.read(&mut buf).await?;
                 if n > 0 {
                     buf.truncate(n);

@@ -253,10 +253,7 @@ impl Mirror {
         let refresh = route.upstream.config.refresh_seconds;
         Ok(match self.meta().mirror_tag(repo, tag).await? {
             None => true,
-            Some(state) => {
-                state.checked_at + time::Duration::seconds(refresh.try_into().unwrap_or(i64::MAX))
-                    <= OffsetDateTime::now_utc()
-            }
+            Some(state) => passed(state.checked_at, refresh, OffsetDateTime::now_utc()),
         })
     }
 
@@ -444,19 +441,13 @@ impl Mirror {
             (_, Some(pinned)) if *pinned == head.digest => false,
             (TagPolicy::Pin, _) => false,
             (TagPolicy::Follow, _) => true,
-            (TagPolicy::Cooldown, _) => {
-                let cooldown = time::Duration::seconds(
-                    upstream
-                        .config
-                        .cooldown_seconds
-                        .try_into()
-                        .unwrap_or(i64::MAX),
-                );
-                observation
-                    .state
-                    .upstream_since
-                    .is_some_and(|since| since + cooldown <= OffsetDateTime::now_utc())
-            }
+            (TagPolicy::Cooldown, _) => observation.state.upstream_since.is_some_and(|since| {
+                passed(
+                    since,
+                    upstream.config.cooldown_seconds,
+                    OffsetDateTime::now_utc(),
+                )
+            }),
         };
         if !follow {
             return Ok(CheckOutcome::Observed(Box::new(observation)));
@@ -636,7 +627,10 @@ impl Mirror {
             return Ok(DriftPass::default());
         };
         let now = OffsetDateTime::now_utc();
-        let cutoff = now - time::Duration::seconds(shortest.try_into().unwrap_or(i64::MAX));
+        // No tag checked after this can be due; far past when the refresh is huge.
+        let cutoff = now
+            .checked_sub(seconds(shortest))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let due: Vec<(Route, MirrorTagState)> = self
             .meta()
             .mirror_tags_due(cutoff, self.inner.settings.drift_batch)
@@ -645,9 +639,7 @@ impl Mirror {
             .filter_map(|state| {
                 let route = self.route(&state.repository)?;
                 let refresh = route.upstream.config.refresh_seconds;
-                let next = state.checked_at
-                    + time::Duration::seconds(refresh.try_into().unwrap_or(i64::MAX));
-                (next <= now).then_some((route, state))
+                passed(state.checked_at, refresh, now).then_some((route, state))
             })
             .collect();
         let concurrency = self.inner.settings.drift_concurrency.max(1);
@@ -808,6 +800,17 @@ impl Mirror {
         });
         Ok(())
     }
+}
+
+/// A configured number of seconds as a duration (saturating: configuration is `u64`).
+fn seconds(n: u64) -> time::Duration {
+    time::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// True when `n` seconds have passed from `since` to `now`. Never, when `since + n` lies
+/// beyond what a time can hold (a refresh or cooldown of "forever").
+fn passed(since: OffsetDateTime, n: u64, now: OffsetDateTime) -> bool {
+    since.checked_add(seconds(n)).is_some_and(|at| at <= now)
 }
 
 /// Opens `<upstream>/<remote>@<digest>` with `pinfold-inspect` for a drift explanation.

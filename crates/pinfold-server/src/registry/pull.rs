@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use pinfold_meta::{TagMove, TagMoveSource};
-use pinfold_mirror::{Mirror, Promoted, PulledBlob, Route};
+use pinfold_mirror::{Mirror, MirrorError, Promoted, PulledBlob, Route};
 use pinfold_oci::{Digest, Reference, RepoName, Tag};
 use pinfold_store::BlobFile;
 
@@ -150,10 +150,7 @@ impl Registry {
             .await
             .map_err(|e| {
                 OciError::from_mirror(
-                    pinfold_mirror::MirrorError::Upstream {
-                        upstream: route.upstream.name().to_owned(),
-                        source: e,
-                    },
+                    MirrorError::upstream(route.upstream.name(), e),
                     ErrorCode::BlobUnknown,
                 )
             })
