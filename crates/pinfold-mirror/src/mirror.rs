@@ -709,10 +709,18 @@ impl Mirror {
                 upstream: route.upstream.name().to_owned(),
                 what: format!("{}@{digest}", route.remote),
             }),
-            Err(FetchFailure { reason, .. }) => Err(MirrorError::FetchFailed {
-                digest: digest.clone(),
-                reason,
-            }),
+            Err(FetchFailure { reason, .. }) => {
+                // Joined as the fetch completed: its upload file was already renamed into the
+                // store, so there is nothing to follow but the blob to serve.
+                if let Some(size) = self.store().blob_size(digest).await? {
+                    self.meta().link_blob(repo, digest, size).await?;
+                    return Ok(PulledBlob::Stored);
+                }
+                Err(MirrorError::FetchFailed {
+                    digest: digest.clone(),
+                    reason,
+                })
+            }
         }
     }
 
