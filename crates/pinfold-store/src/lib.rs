@@ -19,6 +19,7 @@
 //!                              when durable, removed on failure
 //!     sha512/
 //!       cf/cf83e135...
+//!   sweep.lock                 advisory lock: backups hold it shared, a GC sweep exclusive
 //!   uploads/
 //!     <upload id>              the bytes received so far for one upload session; the file
 //!                              is the session's whole durable state. Completing renames it
@@ -35,8 +36,10 @@ mod error;
 mod layout;
 mod session;
 mod store;
+mod sweep_lock;
 mod upload;
 
 pub use error::StoreError;
 pub use store::{BlobFile, BlobStore};
+pub use sweep_lock::SweepGuard;
 pub use upload::UploadId;
