@@ -27,14 +27,22 @@ use tokio::sync::watch;
 pub(crate) enum Progress {
     /// Waiting for the upstream's answer.
     Connecting,
-    /// Bytes are being written to `path`; `received` bytes have arrived so far.
+    /// Bytes are being written to `path`; the first `written` are in the file.
     Streaming {
         /// The upload file.
         path: PathBuf,
         /// The blob's size, from `Content-Length`.
         size: u64,
-        /// Bytes received (written or about to be).
-        received: u64,
+        /// Bytes in the file so far.
+        written: u64,
+    },
+    /// Every byte is in the file and the digest matched; being made durable. Followers may
+    /// send the last byte: what they sent is the blob, whether or not it is stored yet.
+    Verified {
+        /// The upload file.
+        path: PathBuf,
+        /// The blob's size.
+        size: u64,
     },
     /// Verified and stored.
     Done {
@@ -82,7 +90,9 @@ impl Fetch {
             .map_err(|_| FetchFailure::new("the fetch ended without a result"))?
             .clone();
         let (path, size) = match ready {
-            Progress::Streaming { path, size, .. } | Progress::Done { path, size } => (path, size),
+            Progress::Streaming { path, size, .. }
+            | Progress::Verified { path, size }
+            | Progress::Done { path, size } => (path, size),
             Progress::Failed(failure) => return Err(failure),
             // `wait_for` returned only once the progress left `Connecting`.
             Progress::Connecting => return Err(FetchFailure::new("the fetch did not start")),
@@ -122,12 +132,19 @@ impl Reporter {
         self.tx.send_replace(progress);
     }
 
-    pub(crate) fn received(&self, n: u64) {
-        self.tx.send_modify(|p| {
-            if let Progress::Streaming { received, .. } = p {
-                *received += n;
-            }
-        });
+    /// A callback for the store's writer thread: the upload file now holds `len` bytes.
+    /// Wakes the followers only when the length moved.
+    pub(crate) fn written_callback(&self) -> Arc<dyn Fn(u64) + Send + Sync> {
+        let tx = self.tx.clone();
+        Arc::new(move |len| {
+            tx.send_if_modified(|p| match p {
+                Progress::Streaming { written, .. } if *written != len => {
+                    *written = len;
+                    true
+                }
+                _ => false,
+            });
+        })
     }
 }
 
@@ -136,7 +153,10 @@ impl Drop for Reporter {
         self.fetches.in_flight.lock().remove(&self.digest);
         // A fetch dropped mid-way (its task cancelled) must not leave followers waiting.
         self.tx.send_if_modified(|p| {
-            if matches!(p, Progress::Connecting | Progress::Streaming { .. }) {
+            if matches!(
+                p,
+                Progress::Connecting | Progress::Streaming { .. } | Progress::Verified { .. }
+            ) {
                 *p = Progress::Failed(FetchFailure::new("the upstream fetch was abandoned"));
                 true
             } else {
@@ -175,9 +195,9 @@ impl Fetches {
 /// Read size per chunk sent to a client.
 const CHUNK: usize = 256 * 1024;
 
-/// How long a follower that caught up with the writer sleeps before looking again when no
-/// progress is reported: the writer thread lags the received count by at most a batch.
-const CATCH_UP_POLL: Duration = Duration::from_millis(5);
+/// How long a follower that caught up with the writer waits for a progress report before
+/// looking at the file again anyway.
+const CATCH_UP_POLL: Duration = Duration::from_millis(50);
 
 /// A client's view of a fetch: the blob's bytes, from the start, as they are written.
 pub(crate) struct Tail {
@@ -217,19 +237,25 @@ impl Tail {
             if self.sent == self.size {
                 return Ok(None);
             }
-            let verified = match &*self.progress.borrow_and_update() {
-                Progress::Done { .. } => true,
+            let (verified, written) = match &*self.progress.borrow_and_update() {
+                Progress::Done { .. } | Progress::Verified { .. } => (true, self.size),
+                Progress::Streaming { written, .. } => (false, *written),
                 Progress::Failed(failure) => {
                     return Err(std::io::Error::other(format!(
                         "upstream fetch failed: {}",
                         failure.reason
                     )))
                 }
-                _ => false,
+                Progress::Connecting => (false, 0),
             };
             // Hold the last byte back until the digest is verified.
-            let limit = if verified { self.size } else { self.size - 1 };
-            let want = usize::try_from((limit - self.sent).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let limit = if verified {
+                self.size
+            } else {
+                written.min(self.size - 1)
+            };
+            let want =
+                usize::try_from(limit.saturating_sub(self.sent).min(CHUNK as u64)).unwrap_or(CHUNK);
             if want > 0 {
                 let mut buf = BytesMut::zeroed(want);
                 // Reads are sequential from offset 0, so the file position is always `sent`:
@@ -248,7 +274,8 @@ impl Tail {
                     "fetched blob is shorter than its size",
                 ));
             }
-            // Caught up with the writer: wait for more progress.
+            // Caught up with the writer: wait for more progress (the timeout only guards
+            // against a lost wake-up; every write and every state change is reported).
             let _ = tokio::time::timeout(CATCH_UP_POLL, self.progress.changed()).await;
         }
     }

@@ -13,7 +13,7 @@ use pinfold_meta::{
     ManifestRecord, Meta, MirrorTagState, NewManifest, TagMove, TagMoveSource, UpstreamObservation,
 };
 use pinfold_oci::{media_type, Digest, Manifest, Reference, RepoName, Tag};
-use pinfold_store::BlobStore;
+use pinfold_store::{AppendOptions, BlobStore};
 use time::OffsetDateTime;
 
 use crate::fetch::{FetchFailure, Fetches, Joined, Progress, Reporter};
@@ -22,6 +22,11 @@ use crate::{MirrorConfig, MirrorError, MirrorSettings, TagPolicy};
 
 /// Referrers fetched with one subject at most; more are left to a later pull.
 const MAX_REFERRERS: usize = 64;
+
+/// Dirty pages one blob fetch may leave to the kernel before waiting for the disk: enough
+/// that a fetch of a 1 GiB layer streams at network speed; the rest is written by the
+/// completing fsync, after the clients got their bytes.
+const FETCH_MAX_DIRTY_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// A manifest as the mirror serves it.
 #[derive(Debug, Clone)]
@@ -773,21 +778,39 @@ impl Mirror {
         }
         let store = self.store();
         let id = store.create_upload().await?;
+        let path = store.upload_file_path(&id);
         reporter.report(Progress::Streaming {
-            path: store.upload_file_path(&id),
+            path: path.clone(),
             size,
-            received: 0,
+            written: 0,
         });
-        let counted = stream.map(|chunk| {
-            if let Ok(bytes) = &chunk {
-                reporter.received(bytes.len() as u64);
-            }
-            chunk
-        });
+        let options = AppendOptions {
+            // The clients are served before the completing fsync (the last byte once the
+            // digest matched), so the disk must not pace the fetch; the kernel's own
+            // dirty-page limits still apply.
+            max_dirty_bytes: FETCH_MAX_DIRTY_BYTES,
+            on_written: Some(reporter.written_callback()),
+        };
         let written = async {
             store
-                .append_upload(&id, Some(0), counted, Some(size))
+                .append_upload_with(&id, Some(0), stream, Some(size), options)
                 .await?;
+            match store.upload_digest(&id).await? {
+                Some(actual) if actual == *digest => {
+                    reporter.report(Progress::Verified {
+                        path: path.clone(),
+                        size,
+                    });
+                }
+                Some(actual) => {
+                    return Err(pinfold_store::StoreError::DigestMismatch {
+                        expected: digest.clone(),
+                        actual,
+                    })
+                }
+                // No running hash: `complete_upload` hashes the file and decides.
+                None => {}
+            }
             store.complete_upload(&id, digest).await
         }
         .await;

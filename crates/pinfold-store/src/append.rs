@@ -12,6 +12,11 @@
 //! `dd conv=fdatasync` (which starts writeback only at its final fsync) in adjacent runs; the
 //! completing fsync took 2–25 ms. 16 parallel uploads added about 20 MiB of RSS in total.
 //!
+//! A caller whose client does not wait for the completing fsync (the mirror, which serves a
+//! fetched blob to its clients as it arrives and makes it durable afterwards) can let more
+//! dirty pages pile up ([`AppendOptions::max_dirty_bytes`]): writeback still starts every
+//! window, but the append waits for it only beyond that bound, so it runs at memory speed.
+//!
 //! The writer thread owns the upload's lock until it is done: if the append fails, or the
 //! caller's future is dropped mid-body (client gone), it truncates the file back to its
 //! previous length and restores the previous running hash before anyone else can touch the
@@ -45,6 +50,37 @@ const QUEUE_BATCHES: usize = 2;
 /// 4, 8, 16 and 64 MiB measured alike for throughput.
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
+/// How an append paces the disk, and who hears of its progress.
+#[derive(Clone)]
+pub struct AppendOptions {
+    /// The most bytes written but not yet known to be on disk before the append waits for
+    /// writeback. The default, one writeback window, keeps the completing fsync short (a
+    /// pushing client waits for it) and never fills the page cache; a caller that answers its
+    /// client before the fsync may allow much more, rounded up to whole windows.
+    pub max_dirty_bytes: u64,
+    /// Called from the writer thread with the upload's length after each write, so readers
+    /// following the file know how far they may read.
+    pub on_written: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl Default for AppendOptions {
+    fn default() -> Self {
+        AppendOptions {
+            max_dirty_bytes: WRITEBACK_WINDOW,
+            on_written: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AppendOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendOptions")
+            .field("max_dirty_bytes", &self.max_dirty_bytes)
+            .field("on_written", &self.on_written.is_some())
+            .finish()
+    }
+}
+
 /// A message from the body reader to the writer thread.
 enum WriteMsg {
     /// Chunks to append, in order.
@@ -72,6 +108,7 @@ enum WriteEnd {
 /// [`StoreError::BodyInterrupted`] when the body fails, [`StoreError::TooLarge`] when the
 /// upload would exceed `max_size`: in both cases the upload is left as it was.
 /// [`StoreError::Io`] when writing fails (the upload is rolled back too) or the rollback fails.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn append_body<S, E>(
     path: PathBuf,
     file: File,
@@ -80,6 +117,7 @@ pub(crate) async fn append_body<S, E>(
     handle: Arc<SessionHandle>,
     mut body: S,
     max_size: Option<u64>,
+    options: AppendOptions,
 ) -> Result<u64, StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -94,7 +132,16 @@ where
     let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
     let writer_path = path.clone();
     let writer = runtime.spawn_blocking(move || {
-        write_batches(file, &writer_path, start, rx, guard, &handle, before)
+        write_batches(
+            file,
+            &writer_path,
+            start,
+            rx,
+            guard,
+            &handle,
+            before,
+            &options,
+        )
     });
 
     let mut abort = None;
@@ -169,6 +216,7 @@ where
 /// The writer thread: appends batches until a commit, then keeps them; on anything else
 /// (channel closed without commit, write error) truncates back to `start`. Releases the
 /// upload's lock (`guard`) only when the file and hash are consistent again.
+#[allow(clippy::too_many_arguments)]
 fn write_batches(
     mut file: File,
     path: &std::path::Path,
@@ -177,8 +225,9 @@ fn write_batches(
     mut guard: OwnedMutexGuard<Session>,
     handle: &SessionHandle,
     before: Option<RunningHash>,
+    options: &AppendOptions,
 ) -> WriteEnd {
-    let written = receive_and_write(&mut file, start, &mut rx);
+    let written = receive_and_write(&mut file, start, &mut rx, options);
     // Stop the async side at once if it is still sending.
     drop(rx);
     let failure = match written {
@@ -214,23 +263,32 @@ fn receive_and_write(
     file: &mut File,
     start: u64,
     rx: &mut mpsc::Receiver<WriteMsg>,
+    options: &AppendOptions,
 ) -> io::Result<Option<(u64, Option<RunningHash>)>> {
     file.seek(SeekFrom::Start(start))?;
     let mut pos = start;
-    // Writeback was started for `previous..kicked`; everything before `previous` is on disk.
-    let mut previous = start;
+    // Writeback was started for everything before `kicked`; everything before `flushed` is
+    // on disk.
+    let mut flushed = start;
     let mut kicked = start;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             WriteMsg::Data(batch) => {
                 pos += write_all_vectored(file, &batch)?;
+                if let Some(on_written) = &options.on_written {
+                    on_written(pos);
+                }
                 if pos - kicked >= WRITEBACK_WINDOW {
                     writeback(file, kicked, pos - kicked, Writeback::Start);
-                    // The disk is the bottleneck of a large upload: waiting here (with the
-                    // next window already queued) costs nothing and bounds dirty pages.
-                    writeback(file, previous, kicked - previous, Writeback::Wait);
-                    previous = kicked;
                     kicked = pos;
+                    // The disk is the bottleneck of a large upload: waiting here, oldest
+                    // window first, with the newer ones already queued, costs nothing and
+                    // bounds dirty pages.
+                    while kicked - flushed > options.max_dirty_bytes {
+                        let end = (flushed + WRITEBACK_WINDOW).min(kicked);
+                        writeback(file, flushed, end - flushed, Writeback::Wait);
+                        flushed = end;
+                    }
                 }
             }
             WriteMsg::Commit(hash) => {

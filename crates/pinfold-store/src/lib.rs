@@ -39,6 +39,7 @@ mod store;
 mod sweep_lock;
 mod upload;
 
+pub use append::AppendOptions;
 pub use error::StoreError;
 pub use store::{BlobFile, BlobStore};
 pub use sweep_lock::SweepGuard;

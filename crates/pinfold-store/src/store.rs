@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use pinfold_oci::Digest;
 
-use crate::append::append_body;
+use crate::append::{append_body, AppendOptions};
 use crate::durable::{install_blob, sync_dir, Content};
 use crate::layout::{self, Layout, ALGORITHMS, TEMP_PREFIX};
 use crate::session::Sessions;
@@ -414,13 +414,40 @@ impl BlobStore {
     /// [`StoreError::BodyInterrupted`] when `body` yields an error;
     /// [`StoreError::TooLarge`] when the upload would exceed `max_size` bytes;
     /// [`StoreError::Io`] when writing fails.
-    #[tracing::instrument(skip_all, fields(upload = %id, ?expected_offset))]
     pub async fn append_upload<S, E>(
         &self,
         id: &UploadId,
         expected_offset: Option<u64>,
         body: S,
         max_size: Option<u64>,
+    ) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        self.append_upload_with(
+            id,
+            expected_offset,
+            body,
+            max_size,
+            AppendOptions::default(),
+        )
+        .await
+    }
+
+    /// [`BlobStore::append_upload`] with a disk pace and a progress callback of the caller's
+    /// choosing ([`AppendOptions`]).
+    ///
+    /// # Errors
+    /// As [`BlobStore::append_upload`].
+    #[tracing::instrument(skip_all, fields(upload = %id, ?expected_offset))]
+    pub async fn append_upload_with<S, E>(
+        &self,
+        id: &UploadId,
+        expected_offset: Option<u64>,
+        body: S,
+        max_size: Option<u64>,
+        options: AppendOptions,
     ) -> Result<u64, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -461,7 +488,35 @@ impl BlobStore {
                 });
             }
         }
-        append_body(path, file, len, guard, handle, body, max_size).await
+        append_body(path, file, len, guard, handle, body, max_size, options).await
+    }
+
+    /// The digest of what an upload holds now, from the hash kept while this process wrote
+    /// it; `None` when there is none (the upload was resumed after a restart, or is SHA-512),
+    /// in which case only [`BlobStore::complete_upload`] can tell. Lets a caller that streams
+    /// an upload to readers as it arrives release the last byte once the content is verified,
+    /// before the completing fsync.
+    ///
+    /// # Errors
+    /// [`StoreError::UploadUnknown`] when there is no such upload.
+    pub async fn upload_digest(&self, id: &UploadId) -> Result<Option<Digest>, StoreError> {
+        let unknown = || StoreError::UploadUnknown(id.to_string());
+        // No session in memory: nothing this process wrote, so no running hash either way.
+        let handle = self.inner.sessions.get(id);
+        let hash = match &handle {
+            Some(handle) => {
+                let guard = handle.state.lock().await;
+                if guard.ended {
+                    return Err(unknown());
+                }
+                guard.hash.clone()
+            }
+            None => None,
+        };
+        if hash.is_none() && self.upload_offset(id).await?.is_none() {
+            return Err(unknown());
+        }
+        Ok(hash.map(|h| h.digester.finalize()))
     }
 
     /// Completes an upload: verifies the received bytes hash to `expected`, makes the blob
@@ -1314,6 +1369,66 @@ mod tests {
         assert_eq!(store.complete_upload(&id, &digest).await.unwrap(), 40 << 20);
         assert_eq!(store.rehashed_uploads(), 0);
         assert!(read_whole(&store, &digest).await == content);
+    }
+
+    #[tokio::test]
+    async fn unpaced_append_reports_each_write_and_its_digest_before_completion() {
+        // The mirror's fetch path: many windows without waiting for the disk, progress
+        // reported as the file grows, the digest known before the completing fsync.
+        let (_tmp, store) = open_store();
+        let content = data(24 << 20, 7);
+        let digest = Digest::sha256(&content);
+        let id = store.create_upload().await.unwrap();
+        let reports = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&reports);
+        let options = AppendOptions {
+            max_dirty_bytes: 1 << 30,
+            on_written: Some(Arc::new(move |len| seen.lock().push(len))),
+        };
+        let end = store
+            .append_upload_with(&id, Some(0), body(&content, 64 * 1024), None, options)
+            .await
+            .unwrap();
+        assert_eq!(end, 24 << 20);
+        let reports = reports.lock().clone();
+        assert!(reports.len() > 1, "one report per written batch");
+        assert!(reports.windows(2).all(|w| w[0] < w[1]), "lengths only grow");
+        assert_eq!(reports.last(), Some(&(24 << 20)));
+        assert_eq!(
+            store.upload_digest(&id).await.unwrap(),
+            Some(digest.clone())
+        );
+        // Not visible until completed.
+        assert_eq!(store.blob_size(&digest).await.unwrap(), None);
+        assert_eq!(store.complete_upload(&id, &digest).await.unwrap(), 24 << 20);
+        assert!(read_whole(&store, &digest).await == content);
+        assert!(matches!(
+            store.upload_digest(&id).await,
+            Err(StoreError::UploadUnknown(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn upload_digest_is_unknown_without_a_running_hash() {
+        // After a restart the hash of an upload file is not in memory: `None`, and only
+        // completing the upload (which hashes the file) decides.
+        let tmp = tempfile::tempdir().unwrap();
+        let content = data(1000, 3);
+        let id = {
+            let store = BlobStore::open(tmp.path()).unwrap();
+            let id = store.create_upload().await.unwrap();
+            store
+                .append_upload(&id, Some(0), body(&content, 100), None)
+                .await
+                .unwrap();
+            id
+        };
+        let store = BlobStore::open(tmp.path()).unwrap();
+        store
+            .append_upload(&id, Some(1000), body(&content, 100), None)
+            .await
+            .unwrap();
+        assert_eq!(store.upload_digest(&id).await.unwrap(), None);
     }
 
     #[tokio::test]

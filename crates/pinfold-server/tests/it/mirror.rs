@@ -404,7 +404,10 @@ async fn cached_content_survives_the_upstream_and_errors_are_oci() {
         .await
         .unwrap();
     assert_error(resp, StatusCode::FORBIDDEN, "DENIED").await;
-    assert!(mirror.leftovers().is_empty());
+    eventually("no upload file is left behind", || {
+        mirror.leftovers().is_empty()
+    })
+    .await;
 }
 
 /// A tag whose upstream moved is followed at once under `follow` (refresh 0), and the journal
@@ -560,7 +563,19 @@ async fn concurrent_cold_pulls_fetch_the_blob_once() {
         .unwrap();
     assert_eq!(sha256(&again), sha256(&big));
     assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), 1);
-    assert!(mirror.leftovers().is_empty());
+    eventually("the fetch's upload file is stored", || {
+        mirror.leftovers().is_empty()
+    })
+    .await;
+}
+
+/// Waits (at most 10 s, polling) until `done` holds; fails the test naming `what` otherwise.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within 10 s: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// An upstream that sends bytes which do not match the digest: the client never gets a
@@ -601,12 +616,11 @@ async fn digest_mismatch_from_upstream_is_refused_and_retried() {
         .join(&digest.encoded()[..2])
         .join(digest.encoded());
     assert!(!stored.exists(), "nothing stored");
-    // The failed fetch removes its upload file once it has ended (bounded wait).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !mirror.leftovers().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(mirror.leftovers().is_empty(), "{:?}", mirror.leftovers());
+    // The failed fetch removes its upload file once it has ended.
+    eventually("the failed fetch's upload file is removed", || {
+        mirror.leftovers().is_empty()
+    })
+    .await;
 
     proxy.state.corrupt.store(false, Ordering::SeqCst);
     let body = mirror
@@ -618,7 +632,9 @@ async fn digest_mismatch_from_upstream_is_refused_and_retried() {
         .await
         .unwrap();
     assert_eq!(&body[..], &layer[..]);
-    assert!(stored.exists());
+    // The client gets the last byte once the digest matched; the blob is stored when the
+    // fetch's fsync and rename are done, a moment later.
+    eventually("the verified blob is stored", || stored.exists()).await;
     assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), 2);
 
     proxy.state.down.store(true, Ordering::SeqCst);
