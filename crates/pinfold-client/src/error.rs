@@ -110,9 +110,27 @@ pub enum ClientError {
         /// Why (never the helper's output, which may hold a secret).
         reason: String,
     },
-    /// Connecting, sending or reading failed (including timeouts).
-    #[error("transport error: {0}")]
+    /// Connecting, sending or reading failed (including timeouts and refused redirects).
+    #[error("transport error: {}", with_causes(.0))]
     Transport(#[from] reqwest::Error),
+}
+
+/// `error` and its causes, `: `-separated: reqwest's own message is generic ("error following
+/// redirect"), the reason (which host was refused, which connection failed) is in its sources.
+fn with_causes(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    // Bounded: a cause chain is a handful of links.
+    for _ in 0..8 {
+        let Some(cause) = source else { break };
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The OCI error envelope: `{"errors":[{"code":..,"message":..,"detail":..}]}`.

@@ -21,10 +21,50 @@ use crate::harness::*;
 struct ProxyState {
     blob_gets: AtomicUsize,
     manifest_requests: AtomicUsize,
+    /// Requests for a token at the proxy's realm (`/token`).
+    token_requests: AtomicUsize,
     /// Flip the last byte of every blob body.
     corrupt: AtomicBool,
     /// Answer every request with 503.
     down: AtomicBool,
+    /// Answer every request with 429 and `Retry-After: 3600`.
+    rate_limited: AtomicBool,
+    /// Answer manifest GETs with a body over the 4 MiB manifest limit.
+    oversized_manifests: AtomicBool,
+    /// Answer blob GETs with a redirect to this base URL (the same path).
+    redirect_blobs_to: parking_lot::Mutex<Option<String>>,
+    /// Credentials the proxy demands, and how.
+    auth: parking_lot::Mutex<Option<ProxyAuth>>,
+    /// The proxy's own address (for the token realm).
+    addr: std::sync::OnceLock<SocketAddr>,
+}
+
+/// How the proxy authenticates the mirror.
+#[derive(Clone)]
+enum ProxyAuth {
+    /// HTTP Basic with this `user:password`.
+    Basic(String),
+    /// Docker's token flow: a 401 names the realm `/token`, which hands out [`TOKEN`] for
+    /// Basic `user:password`; requests must then carry `Bearer` [`TOKEN`].
+    Token(String),
+}
+
+/// The only token the proxy's realm issues.
+const TOKEN: &str = "proxy-issued-token";
+
+fn basic(user_password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_password)
+    )
+}
+
+fn status(code: u16) -> Response {
+    Response::builder()
+        .status(code)
+        .body(Body::empty())
+        .unwrap()
 }
 
 struct Proxy {
@@ -49,7 +89,74 @@ async fn forward(
         state.manifest_requests.fetch_add(1, Ordering::SeqCst);
     }
     if state.down.load(Ordering::SeqCst) {
-        return Response::builder().status(503).body(Body::empty()).unwrap();
+        return status(503);
+    }
+    if state.rate_limited.load(Ordering::SeqCst) {
+        return Response::builder()
+            .status(429)
+            .header("retry-after", "3600")
+            .body(Body::empty())
+            .unwrap();
+    }
+    let given = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let auth = state.auth.lock().clone();
+    match auth {
+        Some(ProxyAuth::Basic(creds)) if given != basic(&creds) => {
+            return Response::builder()
+                .status(401)
+                .header("www-authenticate", "Basic realm=\"proxy\"")
+                .body(Body::empty())
+                .unwrap();
+        }
+        Some(ProxyAuth::Token(creds)) if path.starts_with("/token") => {
+            state.token_requests.fetch_add(1, Ordering::SeqCst);
+            if given != basic(&creds) {
+                return status(401);
+            }
+            let body = serde_json::json!({"token": TOKEN, "expires_in": 300}).to_string();
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+        }
+        Some(ProxyAuth::Token(_)) if given != format!("Bearer {TOKEN}") => {
+            let addr = state.addr.get().unwrap();
+            let challenge = format!(
+                "Bearer realm=\"http://{addr}/token\",service=\"proxy\",scope=\"repository:org/app:pull\""
+            );
+            return Response::builder()
+                .status(401)
+                .header("www-authenticate", challenge)
+                .body(Body::empty())
+                .unwrap();
+        }
+        // The upstream itself is open: the proxy stands in for a registry that is not.
+        _ => {}
+    }
+    if is_blob && request.method() == axum::http::Method::GET {
+        if let Some(base) = state.redirect_blobs_to.lock().clone() {
+            return Response::builder()
+                .status(307)
+                .header("location", format!("{base}{path}"))
+                .body(Body::empty())
+                .unwrap();
+        }
+    }
+    if path.contains("/manifests/")
+        && request.method() == axum::http::Method::GET
+        && state.oversized_manifests.load(Ordering::SeqCst)
+    {
+        return Response::builder()
+            .status(200)
+            .header("content-type", OCI_MANIFEST)
+            .body(Body::from(vec![b' '; 5 * 1024 * 1024]))
+            .unwrap();
     }
     let mut forwarded = client.request(request.method().clone(), format!("{upstream}{path}"));
     for (name, value) in request.headers() {
@@ -84,6 +191,7 @@ impl Proxy {
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        state.addr.set(addr).unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Proxy { addr, state }
     }
@@ -759,4 +867,201 @@ async fn cooldown_follows_only_a_stable_upstream_digest() {
     );
     let all = json(mirror.get("/api/v1/drift?all=true").send().await.unwrap()).await;
     assert_eq!(all["events"][0]["resolution"], "accepted");
+}
+
+/// An upstream answering 429: the drift poller leaves it alone for its `Retry-After` instead of
+/// asking again every pass, cached tags keep pulling, and a pull that needs the upstream gets
+/// the spec's TOOMANYREQUESTS with the upstream's `Retry-After`.
+#[tokio::test]
+async fn rate_limited_upstream_is_left_alone_for_its_retry_after() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("org/app", "1").await;
+    let proxy = Proxy::start(&upstream).await;
+    let mut up = upstream_config("up", proxy.addr, TagPolicy::Pin);
+    up.refresh_seconds = 0;
+    let mut config = mirror_of(vec![up]);
+    config.settings.drift_interval_seconds = 1;
+    let mirror = TestServer::start_mirror(config).await;
+    let (status, digest) = manifest_digest(&mirror, "/v2/up/org/app/manifests/1").await;
+    assert_eq!(
+        (status, digest),
+        (StatusCode::OK, Some(a.digest.to_string()))
+    );
+
+    proxy.state.rate_limited.store(true, Ordering::SeqCst);
+    let before = proxy.state.manifest_requests.load(Ordering::SeqCst);
+    // The poller runs every second and every tag is due at once (refresh 0): without the
+    // back-off it would ask again every pass.
+    eventually("the poller meets the rate limit", || {
+        proxy.state.manifest_requests.load(Ordering::SeqCst) > before
+    })
+    .await;
+    let first = proxy.state.manifest_requests.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        proxy.state.manifest_requests.load(Ordering::SeqCst),
+        first,
+        "no upstream check during the back-off"
+    );
+
+    // Cached: served. Not cached: the upstream's answer, in the spec's terms.
+    let (status, digest) = manifest_digest(&mirror, "/v2/up/org/app/manifests/1").await;
+    assert_eq!(
+        (status, digest),
+        (StatusCode::OK, Some(a.digest.to_string()))
+    );
+    let resp = mirror
+        .get("/v2/up/org/app/manifests/2")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&resp, "retry-after").as_deref(), Some("3600"));
+    assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
+}
+
+/// Credentials configured for an upstream reach it, by HTTP Basic and by Docker's token flow;
+/// wrong ones are a clear gateway error that names the upstream and never echoes the secret.
+#[tokio::test]
+async fn upstream_credentials_basic_and_token_flow() {
+    for token_flow in [false, true] {
+        let upstream = TestServer::start().await;
+        let a = upstream.push_image("org/app", "1").await;
+        let proxy = Proxy::start(&upstream).await;
+        let creds = "mirror-bot:s3cret-Pa55";
+        *proxy.state.auth.lock() = Some(if token_flow {
+            ProxyAuth::Token(creds.into())
+        } else {
+            ProxyAuth::Basic(creds.into())
+        });
+        let mut good = upstream_config("up", proxy.addr, TagPolicy::Pin);
+        good.username = Some("mirror-bot".into());
+        good.password = Some("s3cret-Pa55".into());
+        let mut wrong = upstream_config("bad", proxy.addr, TagPolicy::Pin);
+        wrong.username = Some("mirror-bot".into());
+        wrong.password = Some("not-the-password".into());
+        let anonymous = upstream_config("anon", proxy.addr, TagPolicy::Pin);
+        let mirror = TestServer::start_mirror(mirror_of(vec![good, wrong, anonymous])).await;
+
+        let (status, digest) = manifest_digest(&mirror, "/v2/up/org/app/manifests/1").await;
+        assert_eq!(
+            (status, digest),
+            (StatusCode::OK, Some(a.digest.to_string())),
+            "token flow: {token_flow}"
+        );
+        let layer = &a.layers[0];
+        let body = mirror
+            .get(&format!("/v2/up/org/app/blobs/{}", sha256(layer)))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&body[..], &layer[..]);
+        if token_flow {
+            assert!(proxy.state.token_requests.load(Ordering::SeqCst) >= 1);
+        }
+
+        for name in ["bad", "anon"] {
+            let resp = mirror
+                .get(&format!("/v2/{name}/org/app/manifests/1"))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{name}");
+            let body = resp.text().await.unwrap();
+            let error: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(error["errors"][0]["code"], "UNAVAILABLE", "{body}");
+            assert!(body.contains(name), "names the upstream: {body}");
+            assert!(
+                !body.contains("not-the-password") && !body.contains("s3cret"),
+                "{body}"
+            );
+        }
+        // Nothing of the refused pulls was stored.
+        let (status, _) = manifest_digest(&mirror, "/v2/bad/org/app/manifests/1").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+    }
+}
+
+/// A blob download redirected to the upstream's own host or a configured blob-storage host is
+/// followed; a redirect anywhere else is refused (the bytes never come from a host the
+/// operator did not name), and nothing is stored.
+#[tokio::test]
+async fn blob_redirects_only_to_allowed_hosts() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("org/app", "1").await;
+    let proxy = Proxy::start(&upstream).await;
+    // `localhost` is another host than `127.0.0.1` as far as the allow-list goes, yet still
+    // this machine's loopback.
+    let storage = format!("http://localhost:{}", upstream.addr.port());
+    *proxy.state.redirect_blobs_to.lock() = Some(storage);
+    let strict = upstream_config("strict", proxy.addr, TagPolicy::Pin);
+    let mut trusting = upstream_config("trusting", proxy.addr, TagPolicy::Pin);
+    trusting.redirect_hosts = vec!["localhost".into()];
+    let mirror = TestServer::start_mirror(mirror_of(vec![strict, trusting])).await;
+    let layer = &a.layers[0];
+
+    let resp = mirror
+        .get(&format!("/v2/strict/org/app/blobs/{}", sha256(layer)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("UNAVAILABLE") && body.contains("localhost"),
+        "{body}"
+    );
+    let stored = mirror
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&sha256(layer).encoded()[..2])
+        .join(sha256(layer).encoded());
+    assert!(!stored.exists());
+
+    let body = mirror
+        .get(&format!("/v2/trusting/org/app/blobs/{}", sha256(layer)))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body[..], &layer[..]);
+    eventually("the redirected blob is stored", || stored.exists()).await;
+}
+
+/// An upstream manifest over the 4 MiB limit is refused without being read whole or stored.
+#[tokio::test]
+async fn oversized_upstream_manifest_is_refused() {
+    let upstream = TestServer::start().await;
+    upstream.push_image("org/app", "1").await;
+    let proxy = Proxy::start(&upstream).await;
+    proxy
+        .state
+        .oversized_manifests
+        .store(true, Ordering::SeqCst);
+    let mirror = TestServer::start_mirror(mirror_of(vec![upstream_config(
+        "up",
+        proxy.addr,
+        TagPolicy::Pin,
+    )]))
+    .await;
+    let resp = mirror
+        .get("/v2/up/org/app/manifests/1")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("UNAVAILABLE") && body.contains("4194304"),
+        "{body}"
+    );
+    let tags = mirror.get("/v2/up/org/app/tags/list").send().await.unwrap();
+    assert_ne!(tags.status(), StatusCode::OK, "no tag was recorded");
 }
