@@ -64,6 +64,15 @@ pub struct UpstreamConfig {
     /// host. `*.example.com` admits subdomains. Redirects elsewhere are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirect_hosts: Vec<String>,
+    /// Requests in flight to this upstream at most (manifest requests, tag checks, and blob
+    /// downloads for their whole length). More wait for a free slot, up to
+    /// `[mirror] upstream_timeout_seconds`, then get 429 TOOMANYREQUESTS. Default 32.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    32
 }
 
 fn default_refresh_seconds() -> u64 {
@@ -86,6 +95,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("cooldown_seconds", &self.cooldown_seconds)
             .field("default", &self.default)
             .field("redirect_hosts", &self.redirect_hosts)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -103,6 +113,7 @@ impl UpstreamConfig {
             cooldown_seconds: default_cooldown_seconds(),
             default: false,
             redirect_hosts: Vec::new(),
+            max_connections: default_max_connections(),
         }
     }
 }

@@ -48,6 +48,19 @@ pub enum MirrorError {
         /// Why.
         reason: String,
     },
+    /// Every request slot to the upstream (`max_connections`) stayed taken for as long as a
+    /// client may wait.
+    #[error(
+        "upstream {upstream} is busy: {limit} requests in flight, none finished within {waited:?}"
+    )]
+    Busy {
+        /// The upstream's name.
+        upstream: String,
+        /// Its `max_connections`.
+        limit: usize,
+        /// How long this request waited.
+        waited: std::time::Duration,
+    },
     /// The metadata store failed.
     #[error(transparent)]
     Meta(#[from] pinfold_meta::MetaError),

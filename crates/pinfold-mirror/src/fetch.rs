@@ -60,6 +60,8 @@ pub(crate) enum Progress {
 pub(crate) struct FetchFailure {
     /// The upstream does not have the blob (answered 404).
     pub(crate) missing: bool,
+    /// No request slot to the upstream freed up in time (`max_connections`).
+    pub(crate) busy: bool,
     /// What happened, for the client's error detail.
     pub(crate) reason: String,
 }
@@ -68,6 +70,7 @@ impl FetchFailure {
     pub(crate) fn new(reason: impl Into<String>) -> FetchFailure {
         FetchFailure {
             missing: false,
+            busy: false,
             reason: reason.into(),
         }
     }

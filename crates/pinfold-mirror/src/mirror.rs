@@ -272,11 +272,13 @@ impl Mirror {
         tag: Option<&Tag>,
     ) -> Result<ManifestRecord, MirrorError> {
         let upstream = &route.upstream;
+        let permit = upstream.permit().await?;
         let fetched = upstream
             .client
             .get_manifest(&route.remote, reference)
             .await
             .map_err(|e| MirrorError::upstream(upstream.name(), e))?;
+        drop(permit);
         let record = self
             .store_manifest(
                 repo,
@@ -332,7 +334,13 @@ impl Mirror {
     /// already answered.
     async fn fetch_referrers(&self, route: &Route, repo: &RepoName, subject: &Digest) {
         let upstream = &route.upstream;
-        let referrers = match upstream.client.referrers(&route.remote, subject).await {
+        let Ok(permit) = upstream.permit().await else {
+            tracing::debug!(upstream = upstream.name(), %subject, "referrers not fetched: upstream busy");
+            return;
+        };
+        let referrers = upstream.client.referrers(&route.remote, subject).await;
+        drop(permit);
+        let referrers = match referrers {
             Ok(Some(list)) => list,
             Ok(None) => return,
             Err(e) => {
@@ -353,11 +361,16 @@ impl Mirror {
                 }
             }
             let reference = Reference::Digest(descriptor.digest.clone());
-            let fetched = match upstream
+            let Ok(permit) = upstream.permit().await else {
+                tracing::debug!(upstream = upstream.name(), %subject, "referrers not fetched: upstream busy");
+                return;
+            };
+            let fetched = upstream
                 .client
                 .get_manifest(&route.remote, &reference)
-                .await
-            {
+                .await;
+            drop(permit);
+            let fetched = match fetched {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     tracing::warn!(upstream = upstream.name(), digest = %descriptor.digest, error = %e, "referrer not fetched");
@@ -396,6 +409,10 @@ impl Mirror {
         if self.backing_off(upstream.name()) {
             return Ok(CheckOutcome::BackingOff);
         }
+        // A busy upstream is checked at the next pass; its clients come first.
+        let Ok(permit) = upstream.permit().await else {
+            return Ok(CheckOutcome::BackingOff);
+        };
         let head = upstream
             .client
             .head_manifest(
@@ -404,6 +421,7 @@ impl Mirror {
                 &media_type::MANIFEST_TYPES,
             )
             .await;
+        drop(permit);
         let head = match head {
             Ok(head) => head,
             Err(ClientError::NotFound { .. }) => {
@@ -536,6 +554,7 @@ impl Mirror {
         let target = match to {
             Some(digest) => digest.clone(),
             None => {
+                let _permit = upstream.permit().await?;
                 upstream
                     .client
                     .head_manifest(
@@ -704,7 +723,8 @@ impl Mirror {
                 fetch
             }
         };
-        let wait = Duration::from_secs(self.inner.settings.upstream_timeout_seconds.max(1));
+        // The fetch may first wait for a request slot, then for the upstream's answer.
+        let wait = Duration::from_secs(self.inner.settings.upstream_timeout_seconds.max(1)) * 2;
         match fetch.tail(wait).await {
             Ok((size, tail)) => Ok(PulledBlob::Streaming {
                 size,
@@ -713,6 +733,11 @@ impl Mirror {
             Err(FetchFailure { missing: true, .. }) => Err(MirrorError::NotFound {
                 upstream: route.upstream.name().to_owned(),
                 what: format!("{}@{digest}", route.remote),
+            }),
+            Err(FetchFailure { busy: true, .. }) => Err(MirrorError::Busy {
+                upstream: route.upstream.name().to_owned(),
+                limit: route.upstream.config.max_connections,
+                waited: Duration::from_secs(self.inner.settings.upstream_timeout_seconds),
             }),
             Err(FetchFailure { reason, .. }) => {
                 // Joined as the fetch completed: its upload file was already renamed into the
@@ -741,6 +766,14 @@ impl Mirror {
             Err(e @ MirrorError::NotFound { .. }) => {
                 reporter.report(Progress::Failed(FetchFailure {
                     missing: true,
+                    busy: false,
+                    reason: e.to_string(),
+                }));
+            }
+            Err(e @ MirrorError::Busy { .. }) => {
+                reporter.report(Progress::Failed(FetchFailure {
+                    missing: false,
+                    busy: true,
                     reason: e.to_string(),
                 }));
             }
@@ -759,6 +792,8 @@ impl Mirror {
         reporter: &Reporter,
     ) -> Result<(), MirrorError> {
         let upstream = &route.upstream;
+        // Held until the body has been read: a download is a connection for its whole length.
+        let _permit = upstream.permit().await?;
         let stream = upstream
             .client
             .get_blob_unverified(&route.remote, digest)

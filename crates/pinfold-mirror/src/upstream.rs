@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pinfold_client::{ClientConfig, Credentials, RegistryClient};
 use pinfold_oci::RepoName;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{MirrorError, TagPolicy, UpstreamConfig};
 
@@ -16,6 +17,11 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     /// The client (connection pool and token cache shared by every request to it).
     pub client: RegistryClient,
+    /// One permit per request in flight (`max_connections`): a burst of cold pulls or a
+    /// drift pass never opens more connections to an upstream than it was allowed.
+    permits: Arc<Semaphore>,
+    /// How long a request waits for a permit.
+    permit_wait: Duration,
 }
 
 impl Upstream {
@@ -27,6 +33,32 @@ impl Upstream {
     /// Its tag policy.
     pub fn policy(&self) -> TagPolicy {
         self.config.policy
+    }
+
+    /// Waits for a request slot to this upstream; hold the permit while the request runs
+    /// (for a blob, until its body has been read).
+    ///
+    /// # Errors
+    ///
+    /// [`MirrorError::Busy`] when no slot frees up within the upstream timeout.
+    pub async fn permit(&self) -> Result<OwnedSemaphorePermit, MirrorError> {
+        let busy = || MirrorError::Busy {
+            upstream: self.config.name.clone(),
+            limit: self.config.max_connections,
+            waited: self.permit_wait,
+        };
+        match tokio::time::timeout(self.permit_wait, Arc::clone(&self.permits).acquire_owned())
+            .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            // Timed out, or the semaphore was closed (never done): both mean no slot.
+            Ok(Err(_)) | Err(_) => Err(busy()),
+        }
+    }
+
+    /// Requests to this upstream in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.config.max_connections.max(1) - self.permits.available_permits()
     }
 
     /// The actor recorded in the tag journal when the mirror moves a tag for this upstream.
@@ -115,9 +147,14 @@ impl Upstreams {
             let client = RegistryClient::new(&host, client_config)
                 .map_err(|e| bad(e.to_string()))?
                 .with_credentials(credentials);
+            if config.max_connections == 0 {
+                return Err(bad("max_connections must be at least 1".into()));
+            }
             list.push(Arc::new(Upstream {
                 config: config.clone(),
                 client,
+                permits: Arc::new(Semaphore::new(config.max_connections)),
+                permit_wait: timeout,
             }));
         }
         Ok(Upstreams { list })

@@ -357,6 +357,10 @@ impl OciError {
                 }
                 err
             }
+            // Too many requests to that upstream already: the client may retry shortly.
+            MirrorError::Busy { .. } => OciError::new(ErrorCode::TooManyRequests)
+                .detail(e.to_string())
+                .with_header(header::RETRY_AFTER, HeaderValue::from(1u64)),
             // The upstream is down or answered something unusable: a gateway's failure.
             MirrorError::Upstream { .. }
             | MirrorError::InvalidManifest { .. }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
+use futures_util::StreamExt;
 use pinfold_mirror::{MirrorConfig, MirrorSettings, TagPolicy, UpstreamConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -31,6 +32,8 @@ struct ProxyState {
     rate_limited: AtomicBool,
     /// Answer manifest GETs with a body over the 4 MiB manifest limit.
     oversized_manifests: AtomicBool,
+    /// Send blob bodies in 8 pieces, 400 ms apart.
+    slow_blobs: AtomicBool,
     /// Answer blob GETs with a redirect to this base URL (the same path).
     redirect_blobs_to: parking_lot::Mutex<Option<String>>,
     /// Credentials the proxy demands, and how.
@@ -177,6 +180,15 @@ async fn forward(
         if let Some(last) = bytes.last_mut() {
             *last ^= 0xff;
         }
+    }
+    if is_blob && state.slow_blobs.load(Ordering::SeqCst) {
+        let piece = bytes.len().div_ceil(8).max(1);
+        let pieces: Vec<Vec<u8>> = bytes.chunks(piece).map(<[u8]>::to_vec).collect();
+        let slow = futures_util::stream::iter(pieces).then(|piece| async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok::<_, std::io::Error>(piece)
+        });
+        return response.body(Body::from_stream(slow)).unwrap();
     }
     response.body(Body::from(bytes)).unwrap()
 }
@@ -1064,4 +1076,50 @@ async fn oversized_upstream_manifest_is_refused() {
     );
     let tags = mirror.get("/v2/up/org/app/tags/list").send().await.unwrap();
     assert_ne!(tags.status(), StatusCode::OK, "no tag was recorded");
+}
+
+/// Requests to an upstream are bounded (`max_connections`): with one slot taken by a slow
+/// download, a second cold pull waits for it as long as the upstream timeout allows, then gets
+/// 429 TOOMANYREQUESTS with `Retry-After`; once the slot is free it succeeds.
+#[tokio::test]
+async fn upstream_connections_are_bounded() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("org/app", "1").await;
+    let proxy = Proxy::start(&upstream).await;
+    let mut up = upstream_config("up", proxy.addr, TagPolicy::Pin);
+    up.max_connections = 1;
+    let mut config = mirror_of(vec![up]);
+    config.settings.upstream_timeout_seconds = 2;
+    let mirror = TestServer::start_mirror(config).await;
+    proxy.state.slow_blobs.store(true, Ordering::SeqCst);
+
+    // The first download takes about 3.2 s (8 pieces, 400 ms apart) and holds the only slot.
+    let first_path = format!("/v2/up/org/app/blobs/{}", sha256(&a.layers[0]));
+    let first = mirror.get(&first_path).send();
+    let first = tokio::spawn(async move { first.await.unwrap().bytes().await.unwrap() });
+    eventually("the first download started", || {
+        proxy.state.blob_gets.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let second_path = format!("/v2/up/org/app/blobs/{}", sha256(&a.layers[1]));
+    let resp = mirror.get(&second_path).send().await.unwrap();
+    assert_eq!(header(&resp, "retry-after").as_deref(), Some("1"));
+    assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
+    assert_eq!(
+        proxy.state.blob_gets.load(Ordering::SeqCst),
+        1,
+        "the refused pull never reached the upstream"
+    );
+
+    assert_eq!(&first.await.unwrap()[..], &a.layers[0][..]);
+    proxy.state.slow_blobs.store(false, Ordering::SeqCst);
+    let body = mirror
+        .get(&second_path)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body[..], &a.layers[1][..]);
 }

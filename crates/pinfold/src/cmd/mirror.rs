@@ -91,6 +91,9 @@ struct AddArgs {
     /// A host the upstream may redirect blob downloads to (repeatable).
     #[arg(long = "redirect-host", value_name = "H")]
     redirect_hosts: Vec<String>,
+    /// Requests in flight to the upstream at most (default 32).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<u64>,
 }
 
 /// Where the management API is.
@@ -303,6 +306,7 @@ fn add_upstream(
     for (key, value) in [
         ("refresh_seconds", add.refresh_seconds),
         ("cooldown_seconds", add.cooldown_seconds),
+        ("max_connections", add.max_connections),
     ] {
         if let Some(value) = value {
             let value = i64::try_from(value).map_err(|_| anyhow!("{key} is too large"))?;
@@ -350,6 +354,7 @@ fn list_upstreams(upstreams: &[UpstreamConfig], json: bool) -> anyhow::Result<()
                     "cooldown_seconds": u.cooldown_seconds,
                     "default": u.default,
                     "redirect_hosts": u.redirect_hosts,
+                    "max_connections": u.max_connections,
                 })
             })
             .collect();
@@ -523,21 +528,46 @@ struct DriftEvent {
     resolution: Option<Value>,
 }
 
+/// Drift events asked for per request (the API's largest page).
+const DRIFT_PAGE: usize = 1000;
+
+/// Pages `pinfold drift` reads at most: a million events, far beyond any real registry.
+const MAX_DRIFT_PAGES: usize = 1000;
+
 /// `pinfold drift`: exit 0 when no drift is open, 1 when some is.
 pub async fn drift(args: DriftArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.server)?;
-    let path = if args.all {
-        "/api/v1/drift?all=true&limit=1000"
-    } else {
-        "/api/v1/drift?limit=1000"
-    };
-    let answer = api.get(path, "listing drift").await?;
-    let raw = answer
-        .get("events")
-        .cloned()
-        .ok_or_else(|| anyhow!("listing drift: no `events` in the answer"))?;
-    let events: Vec<DriftEvent> =
-        serde_json::from_value(raw.clone()).context("listing drift: unexpected answer")?;
+    // Every page, newest first: the server answers at most DRIFT_PAGE events, each next page
+    // starts below the last id of the one before.
+    let mut raw: Vec<Value> = Vec::new();
+    let mut before: Option<i64> = None;
+    for _ in 0..MAX_DRIFT_PAGES {
+        let mut path = format!("/api/v1/drift?limit={DRIFT_PAGE}");
+        if args.all {
+            path.push_str("&all=true");
+        }
+        if let Some(id) = before {
+            path.push_str(&format!("&before={id}"));
+        }
+        let answer = api.get(&path, "listing drift").await?;
+        let page = answer
+            .get("events")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| anyhow!("listing drift: no `events` in the answer"))?;
+        let full = page.len() == DRIFT_PAGE;
+        before = page
+            .last()
+            .and_then(|e| e.get("id"))
+            .and_then(Value::as_i64);
+        raw.extend(page);
+        if !full || before.is_none() {
+            break;
+        }
+    }
+    let events: Vec<DriftEvent> = serde_json::from_value(Value::Array(raw.clone()))
+        .context("listing drift: unexpected answer")?;
+    let raw = Value::Array(raw);
     let open = events.iter().filter(|e| e.resolved_at.is_none()).count();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&raw)?);
@@ -719,6 +749,7 @@ mod tests {
             password_stdin: false,
             default: false,
             redirect_hosts: vec!["*.example.com".into()],
+            max_connections: Some(4),
         };
         add_upstream(&mut doc, &add, None).unwrap();
         assert!(add_upstream(&mut doc, &add, None).is_err());
@@ -726,6 +757,7 @@ mod tests {
         assert!(text.starts_with("# mine\n"), "{text}");
         assert!(text.contains("[[upstream]]"), "{text}");
         assert!(text.contains("policy = \"follow\""), "{text}");
+        assert!(text.contains("max_connections = 4"), "{text}");
         remove_upstream(&mut doc, "up").unwrap();
         assert!(remove_upstream(&mut doc, "up").is_err());
         assert_eq!(doc.to_string(), "# mine\nlisten = \"127.0.0.1:5000\"\n");
