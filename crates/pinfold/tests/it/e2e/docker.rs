@@ -326,7 +326,7 @@ async fn docker_push_pull_build_and_run() {
 }
 
 /// The Docker engine pulls through the mirror (path-prefix form; the `registry-mirrors` form
-/// needs the daemon's configuration, which a test must not change) from Debian's
+/// is tested on a private daemon below) from Debian's
 /// docker-registry as the upstream, and gets the image the upstream has, by id and digest; a
 /// second pull after the upstream is gone still works from the mirror's cache.
 #[tokio::test]
@@ -388,4 +388,163 @@ async fn docker_pulls_through_the_mirror_from_distribution() {
             upstream.kill();
         }
     }
+}
+
+/// A Docker daemon of the test's own, started with `--registry-mirror` (the host's engine and
+/// its configuration stay untouched): its own socket, data root (vfs storage, no network
+/// setup) and a minimal config file. Stopped (SIGTERM, then SIGKILL after 20 s) when dropped.
+struct PrivateDaemon {
+    child: std::process::Child,
+    socket: String,
+    // Holds the data root until the daemon is gone.
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateDaemon {
+    async fn start(registry_mirror: &str) -> PrivateDaemon {
+        let dockerd = require_tool("dockerd", "docker.io");
+        let dir = tempfile::Builder::new()
+            .prefix("pfd")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let root = dir.path();
+        std::fs::write(root.join("daemon.json"), "{}").expect("daemon.json");
+        let socket = format!("unix://{}", root.join("d.sock").display());
+        let log = std::fs::File::create(root.join("dockerd.log")).expect("log");
+        let child = Command::new(dockerd)
+            .arg("--config-file")
+            .arg(root.join("daemon.json"))
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("dockerd.pid"))
+            .args(["-H", &socket])
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .args(["--storage-driver", "vfs"])
+            .args(["--registry-mirror", registry_mirror])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let daemon = PrivateDaemon {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let info = daemon
+                .docker()
+                .args(["info", "--format", "{{json .RegistryConfig.Mirrors}}"])
+                .output()
+                .await;
+            if info.success()
+                && info
+                    .stdout()
+                    .contains(registry_mirror.trim_end_matches('/'))
+            {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private dockerd did not come up within 60 s: {}",
+                std::fs::read_to_string(daemon._dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn docker(&self) -> Tool {
+        docker().args(["-H", &self.socket])
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with the pid of a child this struct owns and has not reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Docker's `registry-mirrors` form: a daemon configured with the mirror pulls an official
+/// image by its short name (`library/<name>:1`, which it asks of the mirror as
+/// `/v2/library/<name>/manifests/1`, no prefix); the mirror serves it from its default
+/// upstream (Debian's docker-registry here, standing in for Docker Hub). The engine has no
+/// internet: had the mirror failed, its fallback to Docker Hub would fail the pull.
+#[tokio::test]
+async fn docker_registry_mirrors_form_on_a_private_daemon() {
+    let upstream = TestServer::start_target(Target::Distribution).await;
+    let token = Rng::new().token();
+    let name = format!("mirrorform-{token}");
+    let local = format!("pinfold-it/{name}:1");
+    let upstream_ref = format!("{}/library/{name}:1", upstream.host_port());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let rootfs = scratch.path().join("rootfs.tar");
+    std::fs::write(&rootfs, host_shell_rootfs()).expect("write rootfs tar");
+    let image_id = docker()
+        .arg("import")
+        .arg(&rootfs)
+        .arg(&local)
+        .run_ok()
+        .await
+        .trim()
+        .to_owned();
+    let _cleanup = DockerCleanup {
+        images: vec![local.clone(), upstream_ref.clone(), image_id.clone()],
+    };
+    docker().args(["tag", &local, &upstream_ref]).run_ok().await;
+    let digest = pushed_digest(&docker().args(["push", &upstream_ref]).run_ok().await);
+
+    let upstreams = format!(
+        "[{{name = \"docker.io\", url = \"{}\", default = true}}]",
+        upstream.url()
+    );
+    let mirror = TestServer::start_with_env(&[("PINFOLD_UPSTREAM", upstreams.as_str())]).await;
+    let daemon = PrivateDaemon::start(&format!("http://{}", mirror.host_port())).await;
+
+    let short = format!("library/{name}:1");
+    daemon.docker().args(["pull", &short]).run_ok().await;
+    let inspect = daemon
+        .docker()
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}} {{json .RepoDigests}}",
+            &short,
+        ])
+        .run_ok()
+        .await;
+    let (pulled_id, repo_digests) = inspect.trim().split_once(' ').expect("inspect output");
+    assert_eq!(pulled_id, image_id, "image id through registry-mirrors");
+    assert!(
+        repo_digests.contains(&format!("{name}@{digest}")),
+        "RepoDigests: expected {name}@{digest}, got {repo_digests}"
+    );
+    // The mirror recorded it under the default upstream's prefix.
+    let tags = mirror
+        .client()
+        .get(format!(
+            "{}/v2/docker.io/library/{name}/tags/list",
+            mirror.url()
+        ))
+        .send()
+        .await
+        .expect("tags list");
+    assert_eq!(tags.status(), 200);
+    let tags: Value = tags.json().await.expect("tags JSON");
+    assert_eq!(tags["tags"], serde_json::json!(["1"]));
 }
