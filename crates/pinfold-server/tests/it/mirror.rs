@@ -34,6 +34,10 @@ struct ProxyState {
     oversized_manifests: AtomicBool,
     /// Send blob bodies in 8 pieces, 400 ms apart.
     slow_blobs: AtomicBool,
+    /// Announce the full size of blob bodies, send half, then drop the connection.
+    truncate_blobs: AtomicBool,
+    /// Answer manifest GETs with this `Content-Type` instead of the upstream's.
+    manifest_content_type: parking_lot::Mutex<Option<String>>,
     /// Answer blob GETs with a redirect to this base URL (the same path).
     redirect_blobs_to: parking_lot::Mutex<Option<String>>,
     /// Credentials the proxy demands, and how.
@@ -180,6 +184,21 @@ async fn forward(
         if let Some(last) = bytes.last_mut() {
             *last ^= 0xff;
         }
+    }
+    if is_blob && state.truncate_blobs.load(Ordering::SeqCst) {
+        let half = bytes[..bytes.len() / 2].to_vec();
+        let cut = futures_util::stream::iter([
+            Ok(half),
+            Err(std::io::Error::other("connection dropped")),
+        ]);
+        return response.body(Body::from_stream(cut)).unwrap();
+    }
+    let content_type = state.manifest_content_type.lock().clone();
+    if let Some(content_type) = content_type.filter(|_| path.contains("/manifests/")) {
+        let mut built = response.body(Body::from(bytes)).unwrap();
+        let value = axum::http::HeaderValue::from_str(&content_type).unwrap();
+        built.headers_mut().insert("content-type", value);
+        return built;
     }
     if is_blob && state.slow_blobs.load(Ordering::SeqCst) {
         let piece = bytes.len().div_ceil(8).max(1);
@@ -1122,4 +1141,88 @@ async fn upstream_connections_are_bounded() {
         .await
         .unwrap();
     assert_eq!(&body[..], &a.layers[1][..]);
+}
+
+/// An upstream whose answers do not add up: a blob body shorter than its announced size (the
+/// connection dropped mid-way), a manifest sent as a non-manifest media type, or as another
+/// manifest type than its content. Each is a 502 UNAVAILABLE in the OCI format, and nothing
+/// is stored: no blob, no manifest, no tag.
+#[tokio::test]
+async fn wrong_sizes_and_media_types_from_upstream_are_refused() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("org/app", "1").await;
+    let proxy = Proxy::start(&upstream).await;
+    let mirror = TestServer::start_mirror(mirror_of(vec![upstream_config(
+        "up",
+        proxy.addr,
+        TagPolicy::Pin,
+    )]))
+    .await;
+
+    proxy.state.truncate_blobs.store(true, Ordering::SeqCst);
+    let layer = &a.layers[0];
+    let path = format!("/v2/up/org/app/blobs/{}", sha256(layer));
+    let complete = match mirror.get(&path).send().await {
+        Ok(resp) if resp.status() == StatusCode::OK => resp.bytes().await.is_ok(),
+        Ok(resp) => {
+            assert_error(resp, StatusCode::BAD_GATEWAY, "UNAVAILABLE").await;
+            false
+        }
+        Err(_) => false,
+    };
+    assert!(!complete, "a cut-off blob must not arrive complete");
+    eventually("the cut-off fetch leaves nothing", || {
+        mirror.leftovers().is_empty()
+    })
+    .await;
+    let stored = mirror
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&sha256(layer).encoded()[..2])
+        .join(sha256(layer).encoded());
+    assert!(!stored.exists());
+    proxy.state.truncate_blobs.store(false, Ordering::SeqCst);
+
+    for (content_type, why) in [
+        ("text/html", "not a manifest type"),
+        (
+            "application/vnd.oci.image.index.v1+json",
+            "an image manifest sent as an index",
+        ),
+    ] {
+        *proxy.state.manifest_content_type.lock() = Some(content_type.into());
+        let resp = mirror
+            .get("/v2/up/org/app/manifests/1")
+            .header("accept", OCI_MANIFEST)
+            .header("accept", "application/vnd.oci.image.index.v1+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{why}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{why}: {body}");
+    }
+    let resp = mirror
+        .head(&format!("/v2/up/org/app/manifests/{}", a.digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "still not stored");
+
+    // With honest answers the same pulls work.
+    *proxy.state.manifest_content_type.lock() = None;
+    let (status, digest) = manifest_digest(&mirror, "/v2/up/org/app/manifests/1").await;
+    assert_eq!(
+        (status, digest),
+        (StatusCode::OK, Some(a.digest.to_string()))
+    );
+    let body = mirror
+        .get(&path)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body[..], &layer[..]);
 }

@@ -391,8 +391,8 @@ async fn docker_pulls_through_the_mirror_from_distribution() {
 }
 
 /// A Docker daemon of the test's own, started with `--registry-mirror` (the host's engine and
-/// its configuration stay untouched): its own socket, data root (vfs storage, no network
-/// setup) and a minimal config file. Stopped (SIGTERM, then SIGKILL after 20 s) when dropped.
+/// its configuration stay untouched): its own socket, data root (vfs storage) and a minimal
+/// config file. Stopped (SIGTERM, then SIGKILL after 20 s) when dropped.
 struct PrivateDaemon {
     child: std::process::Child,
     socket: String,
@@ -421,7 +421,12 @@ impl PrivateDaemon {
             .arg("--pidfile")
             .arg(root.join("dockerd.pid"))
             .args(["-H", &socket])
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            // Not `--bridge none`: dockerd then deletes the host's `docker0` (moby's
+            // removeDefaultBridgeInterface), breaking the host engine's builds. Naming the
+            // existing bridge leaves it as it is; with iptables and masquerading off, and no
+            // container ever run, this daemon changes nothing on the host's network.
+            .args(["--bridge", "docker0", "--ip-masq=false"])
+            .args(["--iptables=false", "--ip6tables=false"])
             .args(["--storage-driver", "vfs"])
             .args(["--registry-mirror", registry_mirror])
             .stdout(Stdio::null())
