@@ -38,6 +38,7 @@ mod mirror;
 mod model;
 mod postgres;
 mod repositories;
+mod snapshot;
 mod sqlite;
 mod tags;
 mod uploads;
@@ -49,6 +50,7 @@ pub use apt::{
 pub use config::MetaConfig;
 pub use engine::Meta;
 pub use error::MetaError;
+pub use snapshot::BlobReference;
 pub use mirror::{DriftEvent, DriftResolution, MirrorTagState, UpstreamObservation};
 pub use model::{
     JournalEntry, ManifestRecord, NewManifest, ReferrerRecord, TagMove, TagMoveSource, UploadRecord,
