@@ -50,8 +50,8 @@ pub use apt::{
 pub use config::MetaConfig;
 pub use engine::Meta;
 pub use error::MetaError;
-pub use snapshot::BlobReference;
 pub use mirror::{DriftEvent, DriftResolution, MirrorTagState, UpstreamObservation};
 pub use model::{
     JournalEntry, ManifestRecord, NewManifest, ReferrerRecord, TagMove, TagMoveSource, UploadRecord,
 };
+pub use snapshot::BlobReference;

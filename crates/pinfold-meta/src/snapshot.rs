@@ -151,7 +151,9 @@ mod tests {
     #[tokio::test]
     async fn snapshot_is_a_readable_copy_and_open_read_only_refuses_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open_sqlite(&dir.path().join("meta.db")).await.unwrap();
+        let meta = Meta::open_sqlite(&dir.path().join("meta.db"))
+            .await
+            .unwrap();
         let snapshot = dir.path().join("snap.db");
         meta.snapshot_to(&snapshot).await.unwrap();
         assert!(

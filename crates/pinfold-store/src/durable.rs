@@ -144,7 +144,8 @@ pub(crate) fn copy_file_in(
     let mut buf = vec![0u8; HASH_READ_BYTES];
     let mut size = 0u64;
     loop {
-        let n = io::Read::read(&mut input, &mut buf).map_err(|e| StoreError::io("read", source, e))?;
+        let n =
+            io::Read::read(&mut input, &mut buf).map_err(|e| StoreError::io("read", source, e))?;
         let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
             break;
         };
