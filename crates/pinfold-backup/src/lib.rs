@@ -30,6 +30,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod backup;
+mod config;
 mod error;
 mod files;
 mod manifest;
@@ -38,6 +39,7 @@ mod restore;
 mod verify;
 
 pub use backup::{backup, prune, BackupSummary, PruneSummary};
+pub use config::BackupConfig;
 pub use error::BackupError;
 pub use manifest::{BackupManifest, BlobEntry, FileEntry, MissingBlob, FORMAT_VERSION};
 pub use progress::{NoProgress, Progress};

@@ -446,3 +446,65 @@ async fn backup_restore_and_verify_refuse_bad_input_with_exit_2() {
     assert_eq!(out.code(), Some(2));
     assert!(out.stderr().contains("--rate"), "{}", out.stderr());
 }
+
+#[tokio::test]
+async fn scheduled_backups_run_inside_serve_and_keep_the_newest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backup_dir = tmp.path().join("scheduled");
+    let to = backup_dir.to_str().unwrap().to_owned();
+    let mut server = TestServer::start_with_env(&[
+        ("PINFOLD_BACKUP_TO", &to),
+        ("PINFOLD_BACKUP_INTERVAL_SECONDS", "1"),
+        ("PINFOLD_BACKUP_KEEP", "2"),
+    ])
+    .await;
+    let registry = RegistryClient::new(server.client().clone(), &server.url());
+    let mut rng = Rng::with_seed(3);
+    let image = Image::random(&mut rng, ImageFormat::Oci, "amd64", 2, 4096);
+    registry.push_image("sched/app", "v1", &image).await;
+
+    // Wait (bounded) for at least three runs after the push.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let runs = loop {
+        let workers = get_json(&server, "/api/v1/workers").await;
+        let backup = workers
+            .as_array()
+            .or_else(|| workers["workers"].as_array())
+            .and_then(|w| w.iter().find(|w| w["name"] == "backup").cloned())
+            .expect("a backup worker is listed");
+        assert_eq!(backup["errors"], 0, "{backup}");
+        let runs = backup["runs"].as_u64().unwrap();
+        if runs >= 4 {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backup worker ran {runs} times: {backup}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(runs >= 4);
+    // Stopped first: a restore reads a backup that a later scheduled prune could remove.
+    assert!(server.terminate());
+    let complete: Vec<_> = std::fs::read_dir(backup_dir.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("manifest.json").is_file())
+        .collect();
+    assert!(
+        (1..=3).contains(&complete.len()),
+        "keep=2 (one more may be in progress): {complete:?}"
+    );
+    let target = tmp.path().join("restored");
+    pinfold()
+        .args(["restore", "--from"])
+        .arg(&backup_dir)
+        .arg("--data-dir")
+        .arg(&target)
+        .run_ok()
+        .await;
+    let hex = image.manifest.digest.trim_start_matches("sha256:");
+    assert!(target
+        .join(format!("blobs/sha256/{}/{hex}", &hex[..2]))
+        .is_file());
+}
