@@ -393,3 +393,81 @@ async fn a_missing_blob_is_recorded_and_the_backup_still_completes() {
         .unwrap();
     assert_eq!(r.missing_in_backup, 1);
 }
+
+/// A tmpfs of `bytes` mounted at a fresh directory, unmounted on drop. `None` (with the reason
+/// printed) where mounting is not permitted (not root, no CAP_SYS_ADMIN).
+struct SmallDisk {
+    dir: TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_disk_that_fills_during_backup_is_a_clear_error_and_leaves_no_backup() {
+    let mut data = DataDir::new(0).await;
+    for i in 0..6 {
+        data.add_blob(&format!("{i}").repeat(512 * 1024)).await;
+    }
+    let disk = match SmallDisk::mount(1024 * 1024) {
+        Ok(d) => d,
+        Err(why) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot mount a small tmpfs in CI: {why}"
+            );
+            eprintln!("skipped: cannot mount a small tmpfs here ({why})");
+            return;
+        }
+    };
+    let to = disk.dir.path().join("b");
+    let err = backup(&data.meta, &data.store, &to, progress())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("No space left on device"),
+        "unclear error: {text}"
+    );
+    assert!(
+        list_backups(&to).unwrap().is_empty(),
+        "the failed backup's directory is removed"
+    );
+    let err = restore(&to, None, &to.join("r"), progress())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::NoBackup { .. }), "{err}");
+    // The registry is untouched.
+    let report = verify(
+        &data.store,
+        Some(&data.meta),
+        VerifyOptions::default(),
+        progress(),
+    )
+    .await
+    .unwrap();
+    assert!(report.findings.is_empty());
+    assert_eq!(report.blobs_checked, 6);
+    drop(disk);
+}
