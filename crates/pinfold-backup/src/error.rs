@@ -82,6 +82,17 @@ pub enum BackupError {
     /// The restore target exists and is not an empty directory.
     #[error("restore target {0} is not empty; restore into a new or empty directory (or use --repair to fix blobs of an existing one)")]
     TargetNotEmpty(PathBuf),
+    /// The registry refused a pull or push, or a digest did not verify.
+    #[error(transparent)]
+    Client(#[from] pinfold_client::ClientError),
+    /// An OCI image layout is not what export or import needs.
+    #[error("OCI layout {path}: {reason}")]
+    Layout {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),

@@ -10,6 +10,8 @@
 //!   copies back only the blobs of a data directory that are missing or corrupt.
 //! * [`verify`]: recomputes every blob's digest (parallel, optionally throttled) and checks that
 //!   every blob the metadata names exists. Runs beside a running server.
+//! * [`export`] / [`import`]: images to and from an OCI image layout through a registry's
+//!   `/v2/` API (`pinfold-client`), for air-gapped transfer; bytes and digests unchanged.
 //!
 //! Backup directory layout:
 //!
@@ -34,6 +36,7 @@ mod config;
 mod error;
 mod files;
 mod manifest;
+mod oci_layout;
 mod progress;
 mod restore;
 mod verify;
@@ -42,6 +45,7 @@ pub use backup::{backup, prune, BackupSummary, PruneSummary};
 pub use config::BackupConfig;
 pub use error::BackupError;
 pub use manifest::{BackupManifest, BlobEntry, FileEntry, MissingBlob, FORMAT_VERSION};
+pub use oci_layout::{export, import, TransferSummary, REF_NAME_ANNOTATION, REPOSITORY_ANNOTATION};
 pub use progress::{NoProgress, Progress};
 pub use restore::{list_backups, repair, restore, BackupListing, RepairSummary, RestoreSummary};
 pub use verify::{verify, Finding, VerifyOptions, VerifyReport};

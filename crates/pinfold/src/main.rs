@@ -99,6 +99,16 @@ enum Command {
     ///
     /// Exit codes: 0 no finding; 1 corrupt, missing or unreadable blobs (listed); 2 error.
     Verify(cmd::durability::VerifyArgs),
+    /// Export images from a registry's /v2/ API into an OCI image layout (`oci:DIR`), for
+    /// air-gapped transfer: bytes and digests unchanged, tags in index.json annotations.
+    ///
+    /// Exit codes: 0 exported; 2 error.
+    Export(cmd::durability::ExportArgs),
+    /// Import every image of an OCI image layout (`oci:DIR`) into a registry, under the
+    /// repository and tag its index.json names.
+    ///
+    /// Exit codes: 0 imported; 2 error.
+    Import(cmd::durability::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -148,5 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => {
             runtime.block_on(cmd::durability::verify(args, cli.config.as_deref()))
         }
+        Command::Export(args) => runtime.block_on(cmd::durability::export(args)),
+        Command::Import(args) => runtime.block_on(cmd::durability::import(args)),
     }
 }

@@ -321,3 +321,164 @@ pub async fn verify(args: VerifyArgs, config_file: Option<&Path>) -> anyhow::Res
         ExitCode::from(1)
     })
 }
+
+/// `pinfold export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Images to export: `name[:tag]` (default tag `latest`) or `name@digest`.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Destination OCI image layout, `oci:<dir>` (created if missing; an existing layout
+    /// gains the new images).
+    #[arg(long, value_name = "oci:DIR")]
+    to: String,
+    /// The Pinfold (or any) registry to read from.
+    #[arg(
+        long,
+        env = "PINFOLD_URL",
+        default_value = "http://127.0.0.1:5000",
+        value_name = "URL"
+    )]
+    url: String,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `pinfold import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Source OCI image layout, `oci:<dir>`.
+    #[arg(value_name = "oci:DIR")]
+    from: String,
+    /// The registry to push to.
+    #[arg(
+        long,
+        env = "PINFOLD_URL",
+        default_value = "http://127.0.0.1:5000",
+        value_name = "URL"
+    )]
+    url: String,
+    /// Repository for entries whose index.json names none (layouts written by other tools,
+    /// e.g. `skopeo copy ... oci:DIR:TAG`).
+    #[arg(long, value_name = "NAME")]
+    repository: Option<String>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A registry client for `url` (`http://host:port` or `https://host`).
+fn registry_client(url: &str) -> anyhow::Result<pinfold_client::RegistryClient> {
+    let (insecure, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (false, rest)
+    } else {
+        bail!("--url {url:?}: expected http://HOST[:PORT] or https://HOST[:PORT]");
+    };
+    let host = rest.trim_end_matches('/');
+    let config = pinfold_client::ClientConfig {
+        insecure,
+        ..pinfold_client::ClientConfig::default()
+    };
+    pinfold_client::RegistryClient::new(host, config).with_context(|| format!("--url {url:?}"))
+}
+
+/// `oci:<dir>` → `<dir>`.
+fn layout_dir(arg: &str) -> anyhow::Result<PathBuf> {
+    match arg.strip_prefix("oci:") {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => bail!("{arg:?}: expected oci:<directory>"),
+    }
+}
+
+/// `name[:tag]` or `name@digest`.
+fn parse_image(text: &str) -> anyhow::Result<(pinfold_oci::RepoName, pinfold_oci::Reference)> {
+    use pinfold_oci::{Reference, RepoName};
+    let (name, reference) = if let Some((name, digest)) = text.split_once('@') {
+        (
+            name,
+            Reference::Digest(
+                digest
+                    .parse()
+                    .with_context(|| format!("{text:?}: digest"))?,
+            ),
+        )
+    } else {
+        match text.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (
+                name,
+                Reference::Tag(tag.parse().with_context(|| format!("{text:?}: tag"))?),
+            ),
+            _ => (text, Reference::Tag("latest".parse()?)),
+        }
+    };
+    let repo: RepoName = name
+        .parse()
+        .with_context(|| format!("{text:?}: repository name"))?;
+    Ok((repo, reference))
+}
+
+/// Runs `pinfold export`. Exit 0 exported; 2 error (an unknown image, a digest that does not
+/// verify: the layout's index.json is not updated).
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let dir = layout_dir(&args.to)?;
+    let images = args
+        .images
+        .iter()
+        .map(|i| parse_image(i))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let client = registry_client(&args.url)?;
+    let summary = pinfold_backup::export(&client, &images, &dir)
+        .await
+        .with_context(|| format!("exporting to {}", args.to))?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (image, digest) in &summary.images {
+            writeln!(out, "exported {image} {digest}")?;
+        }
+        writeln!(
+            out,
+            "{} manifests, {} blobs ({} already there), {} bytes written to {}",
+            summary.manifests,
+            summary.blobs,
+            summary.skipped,
+            summary.bytes,
+            dir.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `pinfold import`. Exit 0 imported; 2 error (not a layout, a corrupt blob, a refused
+/// push).
+pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let dir = layout_dir(&args.from)?;
+    let repository = args
+        .repository
+        .as_deref()
+        .map(str::parse::<pinfold_oci::RepoName>)
+        .transpose()
+        .context("--repository")?;
+    let client = registry_client(&args.url)?;
+    let summary = pinfold_backup::import(&client, &dir, repository.as_ref())
+        .await
+        .with_context(|| format!("importing {}", args.from))?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (image, digest) in &summary.images {
+            writeln!(out, "imported {image} {digest}")?;
+        }
+        writeln!(
+            out,
+            "{} manifests, {} blobs pushed ({} already there), {} bytes",
+            summary.manifests, summary.blobs, summary.skipped, summary.bytes
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

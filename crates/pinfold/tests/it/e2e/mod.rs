@@ -3,5 +3,6 @@
 
 mod disaster;
 mod docker;
+mod export_import;
 mod postgres;
 mod skopeo;
