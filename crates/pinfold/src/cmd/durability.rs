@@ -78,7 +78,7 @@ struct Bar {
 }
 
 impl Bar {
-    fn new(enabled: bool) -> Arc<dyn Progress> {
+    fn for_terminal(enabled: bool) -> Arc<dyn Progress> {
         if enabled && std::io::stderr().is_terminal() {
             Arc::new(Bar {
                 bar: Mutex::new(None),
@@ -173,7 +173,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 /// held corrupt blobs the metadata requires (the backup is complete otherwise); 2 on error.
 pub async fn backup(args: BackupArgs, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (_, meta, store) = open_data_dir(config_file, args.data_dir).await?;
-    let result = pinfold_backup::backup(&meta, &store, &args.to, Bar::new(!args.json)).await;
+    let result = pinfold_backup::backup(&meta, &store, &args.to, Bar::for_terminal(!args.json)).await;
     meta.close().await;
     let summary = result.with_context(|| format!("backing up into {}", args.to.display()))?;
     let pruned = match args.keep {
@@ -225,7 +225,7 @@ pub async fn backup(args: BackupArgs, config_file: Option<&Path>) -> anyhow::Res
 /// Runs `pinfold restore` (or `--repair`). Exit 0 restored; 1 a repair left blobs it could
 /// not fix; 2 error (a damaged backup, a non-empty target: nothing written).
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let progress = Bar::new(!args.json);
+    let progress = Bar::for_terminal(!args.json);
     if args.repair {
         if !args.data_dir.join("meta.db").is_file() {
             bail!(pinfold_backup::BackupError::NotADataDir(args.data_dir));
@@ -295,7 +295,7 @@ pub async fn verify(args: VerifyArgs, config_file: Option<&Path>) -> anyhow::Res
         rate_bytes_per_second: args.rate.map(|mb| (mb * 1e6) as u64),
         threads: 0,
     };
-    let result = pinfold_backup::verify(&store, Some(&meta), options, Bar::new(!args.json)).await;
+    let result = pinfold_backup::verify(&store, Some(&meta), options, Bar::for_terminal(!args.json)).await;
     meta.close().await;
     let report = result.with_context(|| format!("verifying {}", data_dir.display()))?;
     if args.json {
