@@ -173,7 +173,8 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 /// held corrupt blobs the metadata requires (the backup is complete otherwise); 2 on error.
 pub async fn backup(args: BackupArgs, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (_, meta, store) = open_data_dir(config_file, args.data_dir).await?;
-    let result = pinfold_backup::backup(&meta, &store, &args.to, Bar::for_terminal(!args.json)).await;
+    let result =
+        pinfold_backup::backup(&meta, &store, &args.to, Bar::for_terminal(!args.json)).await;
     meta.close().await;
     let summary = result.with_context(|| format!("backing up into {}", args.to.display()))?;
     let pruned = match args.keep {
@@ -295,7 +296,8 @@ pub async fn verify(args: VerifyArgs, config_file: Option<&Path>) -> anyhow::Res
         rate_bytes_per_second: args.rate.map(|mb| (mb * 1e6) as u64),
         threads: 0,
     };
-    let result = pinfold_backup::verify(&store, Some(&meta), options, Bar::for_terminal(!args.json)).await;
+    let result =
+        pinfold_backup::verify(&store, Some(&meta), options, Bar::for_terminal(!args.json)).await;
     meta.close().await;
     let report = result.with_context(|| format!("verifying {}", data_dir.display()))?;
     if args.json {
