@@ -5,7 +5,6 @@
 //! names it (exit 1), `pinfold restore --repair` copies it back from the backup, and verify
 //! passes again. Plus the bad-input cases of the CLI.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,25 +18,6 @@ use crate::harness::{
 
 fn pinfold() -> Tool {
     Tool::new(env!("CARGO_BIN_EXE_pinfold")).timeout(Duration::from_secs(120))
-}
-
-async fn build_deb(dir: &Path, version: &str) -> Vec<u8> {
-    let dpkg_deb = require_tool("dpkg-deb", "dpkg");
-    let root = dir.join(format!("pkg-{version}"));
-    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    std::fs::write(
-        root.join("DEBIAN/control"),
-        format!("Package: hello-pinfold\nVersion: {version}\nArchitecture: amd64\nMaintainer: t <t@t>\nDescription: test\n"),
-    )
-    .unwrap();
-    let out = dir.join(format!("hello_{version}_amd64.deb"));
-    Tool::new(dpkg_deb)
-        .args(["--root-owner-group", "--build"])
-        .arg(&root)
-        .arg(&out)
-        .run_ok()
-        .await;
-    std::fs::read(out).unwrap()
 }
 
 /// GET `path` until it answers 200 (bounded), returning the body.
@@ -149,7 +129,7 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
         .put_manifest("team/multi", "latest", &index.index)
         .await
         .unwrap();
-    let deb = build_deb(tmp.path(), "1.0-1").await;
+    let deb = std::fs::read(crate::apt_cli::build_deb(tmp.path(), "1.0-1").await).unwrap();
     let resp = server
         .client()
         .put(format!(
