@@ -562,11 +562,16 @@ impl RegistryClient {
         headers: &HeaderMap,
         auth: Option<&Auth>,
         bounded: bool,
+        body: Option<&Bytes>,
     ) -> reqwest::RequestBuilder {
         let mut req = self
             .http
             .request(method.clone(), url.clone())
             .headers(headers.clone());
+        if let Some(body) = body {
+            // `Bytes` clones share the buffer: the retry after a 401 resends it for free.
+            req = req.body(body.clone());
+        }
         if bounded {
             req = req.timeout(self.config.request_timeout);
         }
@@ -587,6 +592,20 @@ impl RegistryClient {
         headers: HeaderMap,
         bounded: bool,
     ) -> Result<reqwest::Response, ClientError> {
+        self.send_body(method, url, scope, headers, bounded, None)
+            .await
+    }
+
+    /// [`send`](Self::send) with a request body (pushes).
+    async fn send_body(
+        &self,
+        method: Method,
+        url: Url,
+        scope: &str,
+        headers: HeaderMap,
+        bounded: bool,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, ClientError> {
         let known = match self.tokens.get(scope, Instant::now()) {
             Some(t) => Some(Auth::Bearer(t)),
             None if self.basic.load(Ordering::Relaxed) && self.credentials.is_some() => {
@@ -596,7 +615,14 @@ impl RegistryClient {
         };
         tracing::debug!(%method, %url, "registry request");
         let resp = self
-            .request(&method, &url, &headers, known.as_ref(), bounded)
+            .request(
+                &method,
+                &url,
+                &headers,
+                known.as_ref(),
+                bounded,
+                body.as_ref(),
+            )
             .send()
             .await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
@@ -644,7 +670,7 @@ impl RegistryClient {
             return Err(self.unauthorized());
         };
         let retry = self
-            .request(&method, &url, &headers, Some(&auth), bounded)
+            .request(&method, &url, &headers, Some(&auth), bounded, body.as_ref())
             .send()
             .await?;
         if retry.status() == StatusCode::UNAUTHORIZED {
@@ -779,6 +805,108 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 
 fn pull_scope(repo: &RepoName) -> String {
     format!("repository:{repo}:pull")
+}
+
+fn push_scope(repo: &RepoName) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+/// Pushes: uploading blobs and putting manifests (distribution-spec "push" section), for
+/// `pinfold import`. Bodies are sent from memory.
+impl RegistryClient {
+    /// Whether `repo` holds the blob `digest` (`HEAD`), so a push can skip it.
+    ///
+    /// # Errors
+    /// Status errors other than 404; [`ClientError::Transport`].
+    pub async fn has_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, ClientError> {
+        match self.blob_size(repo, digest).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads `bytes` as the blob `digest` of `repo`, monolithically: `POST` to open an
+    /// upload session, then one `PUT <location>?digest=` with the whole body. The registry
+    /// verifies the digest; `Ok` means it answered 201 Created.
+    ///
+    /// # Errors
+    /// Status errors ([`ClientError::Upstream`] with the OCI code, e.g. `DIGEST_INVALID`);
+    /// [`ClientError::InvalidResponse`] when the session has no usable `Location`.
+    pub async fn push_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        bytes: Bytes,
+    ) -> Result<(), ClientError> {
+        let scope = push_scope(repo);
+        let start = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
+        let resp = self
+            .send(Method::POST, start, &scope, HeaderMap::new(), true)
+            .await?;
+        let resp = self.check(resp, &format!("{repo} upload")).await?;
+        let location = header_str(&resp, reqwest::header::LOCATION.as_str())
+            .ok_or_else(|| ClientError::InvalidResponse("upload without Location".into()))?;
+        let mut url = self.base.join(location).map_err(|_| {
+            ClientError::InvalidResponse(format!("bad upload Location {location:?}"))
+        })?;
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        // No whole-request timeout: a large layer may take long; the idle timeout bounds it.
+        let resp = self
+            .send_body(Method::PUT, url, &scope, headers, false, Some(bytes))
+            .await?;
+        self.check(resp, &format!("{repo}@{digest}")).await?;
+        Ok(())
+    }
+
+    /// Puts `bytes` (a manifest or index of `media_type`, sent exactly as given) at
+    /// `repo:reference` and returns the digest the registry announced (checked against the
+    /// bytes' own).
+    ///
+    /// # Errors
+    /// Status errors (`MANIFEST_BLOB_UNKNOWN`, `MANIFEST_INVALID`, `DENIED`, ...);
+    /// [`ClientError::DigestMismatch`] when the registry names another digest.
+    pub async fn push_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Digest, ClientError> {
+        let own = Digest::sha256(&bytes);
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(media_type)
+                .map_err(|_| ClientError::UnsupportedMediaType(media_type.to_owned()))?,
+        );
+        let resp = self
+            .send_body(
+                Method::PUT,
+                url,
+                &push_scope(repo),
+                headers,
+                true,
+                Some(bytes),
+            )
+            .await?;
+        let resp = self.check(resp, &format!("{repo}:{reference}")).await?;
+        match announced_digest(&resp)? {
+            Some(d) if d.algorithm() == own.algorithm() && d != own => {
+                Err(ClientError::DigestMismatch {
+                    expected: own,
+                    actual: d,
+                })
+            }
+            _ => Ok(own),
+        }
+    }
 }
 
 fn accept_header(types: &[&str]) -> Result<HeaderValue, ClientError> {

@@ -1,5 +1,7 @@
 //! Pinfold's one registry client: what the pull-through mirror (`pinfold-mirror`) and the client
-//! tools (`pinfold diff`, `pinfold lock`) use to read from any OCI / Docker registry.
+//! tools (`pinfold diff`, `pinfold lock`) use to read from any OCI / Docker registry, and what
+//! `pinfold export` / `pinfold import` use to move images through OCI layouts (pushes:
+//! `has_blob`, `push_blob`, `push_manifest`, bodies sent from memory).
 //!
 //! One [`RegistryClient`] talks to one registry host. It reads manifests as exact bytes and
 //! checks them against `Docker-Content-Digest` and the digest asked for; it streams blobs while
@@ -33,7 +35,7 @@
 //! ```
 //!
 //! This crate must not depend on the server, the metadata or the store: it only fetches and
-//! verifies; deciding what to keep is the caller's job. Its only Pinfold dependency is
+//! verifies (and pushes what it is given, unchanged); deciding what to keep is the caller's job. Its only Pinfold dependency is
 //! `pinfold-oci`.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

@@ -28,6 +28,12 @@ pub enum MetaError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// An online snapshot of the metadata was asked of an engine that cannot make one here
+    /// (PostgreSQL: back it up with `pg_dump`).
+    #[error(
+        "online metadata snapshots are supported for SQLite only; back up PostgreSQL with pg_dump"
+    )]
+    SnapshotUnsupported,
     /// A size does not fit the database's signed 64-bit integers.
     #[error("size {0} is too large to record")]
     SizeTooLarge(u64),

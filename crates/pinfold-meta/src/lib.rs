@@ -38,6 +38,7 @@ mod mirror;
 mod model;
 mod postgres;
 mod repositories;
+mod snapshot;
 mod sqlite;
 mod tags;
 mod uploads;
@@ -53,3 +54,4 @@ pub use mirror::{DriftEvent, DriftResolution, MirrorTagState, UpstreamObservatio
 pub use model::{
     JournalEntry, ManifestRecord, NewManifest, ReferrerRecord, TagMove, TagMoveSource, UploadRecord,
 };
+pub use snapshot::BlobReference;

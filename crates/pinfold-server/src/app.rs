@@ -102,6 +102,8 @@ pub struct Server {
     listener: TcpListener,
     registry: Registry,
     config: ServerConfig,
+    /// Scheduled backups (`[backup]`), when configured.
+    backup: Option<pinfold_backup::BackupConfig>,
 }
 
 impl Server {
@@ -127,7 +129,15 @@ impl Server {
             listener,
             registry,
             config: config.clone(),
+            backup: None,
         })
+    }
+
+    /// Runs scheduled backups (`[backup]` of `pinfold.toml`) as the `backup` worker while
+    /// serving; does nothing when `config.to` is unset.
+    pub fn with_scheduled_backups(mut self, config: &pinfold_backup::BackupConfig) -> Server {
+        self.backup = config.to.is_some().then(|| config.clone());
+        self
     }
 
     /// The address actually bound.
@@ -156,6 +166,7 @@ impl Server {
             listener,
             registry,
             config,
+            backup,
         } = self;
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         let workers = Workers::default();
@@ -166,6 +177,12 @@ impl Server {
         ));
         if let Some(mirror) = registry.mirror() {
             workers.spawn(DriftPoller::new(mirror.clone()));
+        }
+        if let Some(backup) = backup {
+            workers.spawn(crate::workers::ScheduledBackup::new(
+                registry.clone(),
+                backup,
+            ));
         }
         let apt = apt::AptService::open(
             registry.store().clone(),

@@ -115,6 +115,61 @@ pub(crate) fn install_blob(
     Ok(size)
 }
 
+/// Copies the file at `source` into the store as the blob `expected`, hashing while it copies,
+/// and returns the blob's size. For restoring blobs from a backup: the bytes are verified on
+/// the way in, so a backup file changed since it was checked is never installed.
+///
+/// A blob already stored is kept and `source` is not read (content addressing makes them
+/// identical; a caller replacing a corrupt blob deletes it first). The copy goes to a temp file
+/// beside the blob, is fsynced and renamed into place and the directory fsynced; the temp file is
+/// removed on every early exit.
+///
+/// # Errors
+/// [`StoreError::DigestMismatch`] when `source` hashes to something else (nothing changes);
+/// [`StoreError::Io`] when reading `source` or a file-system step fails.
+pub(crate) fn copy_file_in(
+    layout: &Layout,
+    expected: &Digest,
+    source: &Path,
+) -> Result<u64, StoreError> {
+    let dest = layout.blob_path(expected);
+    if let Ok(meta) = fs::symlink_metadata(&dest) {
+        return Ok(meta.len());
+    }
+    let mut input = File::open(source).map_err(|e| StoreError::io("open", source, e))?;
+    let dir = layout.blob_dir(expected);
+    ensure_blob_dir(layout, expected.algorithm(), &dir)?;
+    let (temp, mut file) = TempFile::create(&dir)?;
+    let mut digester = Digester::new(expected.algorithm());
+    let mut buf = vec![0u8; HASH_READ_BYTES];
+    let mut size = 0u64;
+    loop {
+        let n =
+            io::Read::read(&mut input, &mut buf).map_err(|e| StoreError::io("read", source, e))?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        digester.update(chunk);
+        file.write_all(chunk)
+            .map_err(|e| StoreError::io("write", &temp.path, e))?;
+        size += n as u64;
+    }
+    let actual = digester.finalize();
+    if &actual != expected {
+        return Err(StoreError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    file.sync_data()
+        .map_err(|e| StoreError::io("fsync", &temp.path, e))?;
+    drop(file);
+    fs::rename(&temp.path, &dest).map_err(|e| StoreError::io("rename", &temp.path, e))?;
+    temp.disarm();
+    sync_dir(&dir)?;
+    Ok(size)
+}
+
 /// SHA-2 of the first `len` bytes of `file`, read from disk. Used when the running hash is
 /// not available: after a restart, after an interrupted append, or for SHA-512.
 fn hash_file(

@@ -16,7 +16,7 @@ use futures_util::Stream;
 use pinfold_oci::Digest;
 
 use crate::append::{append_body, AppendOptions};
-use crate::durable::{install_blob, sync_dir, Content};
+use crate::durable::{copy_file_in, install_blob, sync_dir, Content};
 use crate::layout::{self, Layout, ALGORITHMS, TEMP_PREFIX};
 use crate::session::Sessions;
 use crate::{StoreError, UploadId};
@@ -338,6 +338,33 @@ impl BlobStore {
             install_blob(&inner.layout, &digest, Content::Bytes(bytes)).map(|_| ())
         })
         .await
+    }
+
+    /// Copies the file at `source` into the store as the blob `digest`, verifying while it
+    /// copies (for restoring from a backup). A blob already stored is kept without reading
+    /// `source`; to replace a corrupt blob, [`delete_blob`](Self::delete_blob) it first.
+    ///
+    /// When this returns `Ok`, the blob is durable (file and directory fsynced).
+    ///
+    /// # Errors
+    /// [`StoreError::DigestMismatch`] when `source` hashes to another digest (nothing is
+    /// written); [`StoreError::Io`] when reading or writing fails (nothing is left behind).
+    #[tracing::instrument(skip_all, fields(%digest, source = %source.display()))]
+    pub async fn copy_in(&self, digest: &Digest, source: &Path) -> Result<u64, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let digest = digest.clone();
+        let source = source.to_owned();
+        let path = inner.layout.blob_path(&digest);
+        blocking("copy in", &path, move || {
+            copy_file_in(&inner.layout, &digest, &source)
+        })
+        .await
+    }
+
+    /// Where the blob `digest` lives (or would live) on disk: for readers that stream many
+    /// blobs on their own threads (verification, backup). Writers go through the store.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.inner.layout.blob_path(digest)
     }
 
     /// Starts an upload session: an empty file `uploads/<id>`.

@@ -15,7 +15,7 @@ use pinfold_server::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections of the file, each owned by the crate it configures.
-const SECTIONS: [&str; 3] = ["server", "meta", "mirror"];
+const SECTIONS: [&str; 4] = ["server", "meta", "mirror", "backup"];
 
 /// `PINFOLD_*` variables that are not configuration of `pinfold serve` but of the client
 /// commands (`pinfold drift`, `promote`, `history`): skipped here, so exporting them does not
@@ -38,6 +38,8 @@ pub struct Config {
     pub mirror: MirrorSettings,
     /// The upstream registries mirrored (`[[upstream]]`, any number).
     pub upstream: Vec<UpstreamConfig>,
+    /// Scheduled backups inside `pinfold serve` (`[backup]`; off unless `to` is set).
+    pub backup: pinfold_backup::BackupConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             meta: MetaConfig::default(),
             mirror: MirrorSettings::default(),
             upstream: Vec::new(),
+            backup: pinfold_backup::BackupConfig::default(),
         }
     }
 }

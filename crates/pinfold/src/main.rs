@@ -81,6 +81,34 @@ enum Command {
     ///
     /// Exit codes: 0 success; 2 error (a tag never set is an error).
     History(cmd::mirror::HistoryArgs),
+    /// Back up a data directory online (while `pinfold serve` runs): a consistent metadata
+    /// snapshot, every blob it names (only blobs new since the last backup into the same
+    /// directory are copied), the APT signing key, and a manifest of every file's digest.
+    ///
+    /// Exit codes: 0 complete; 1 complete but blobs the metadata requires were missing or
+    /// corrupt in the data directory (listed); 2 error (nothing usable written).
+    Backup(cmd::durability::BackupArgs),
+    /// Restore a data directory from a backup, every file checked against the backup's
+    /// manifest; or (--repair) copy back only the missing or corrupt blobs of an existing one.
+    ///
+    /// Exit codes: 0 restored or repaired; 1 --repair left blobs it could not fix; 2 error (a
+    /// damaged, incomplete or foreign backup, a non-empty target: nothing is written).
+    Restore(cmd::durability::RestoreArgs),
+    /// Recompute every blob's digest and check that every blob the metadata needs exists.
+    /// Runs beside a running server; --rate throttles it.
+    ///
+    /// Exit codes: 0 no finding; 1 corrupt, missing or unreadable blobs (listed); 2 error.
+    Verify(cmd::durability::VerifyArgs),
+    /// Export images from a registry's /v2/ API into an OCI image layout (`oci:DIR`), for
+    /// air-gapped transfer: bytes and digests unchanged, tags in index.json annotations.
+    ///
+    /// Exit codes: 0 exported; 2 error.
+    Export(cmd::durability::ExportArgs),
+    /// Import every image of an OCI image layout (`oci:DIR`) into a registry, under the
+    /// repository and tag its index.json names.
+    ///
+    /// Exit codes: 0 imported; 2 error.
+    Import(cmd::durability::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,5 +151,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Drift(args) => runtime.block_on(cmd::mirror::drift(args)),
         Command::Promote(args) => runtime.block_on(cmd::mirror::promote(args)),
         Command::History(args) => runtime.block_on(cmd::mirror::history(args)),
+        Command::Backup(args) => {
+            runtime.block_on(cmd::durability::backup(args, cli.config.as_deref()))
+        }
+        Command::Restore(args) => runtime.block_on(cmd::durability::restore(args)),
+        Command::Verify(args) => {
+            runtime.block_on(cmd::durability::verify(args, cli.config.as_deref()))
+        }
+        Command::Export(args) => runtime.block_on(cmd::durability::export(args)),
+        Command::Import(args) => runtime.block_on(cmd::durability::import(args)),
     }
 }

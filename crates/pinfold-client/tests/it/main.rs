@@ -9,6 +9,7 @@ mod errors;
 mod harness;
 mod jwt_realm;
 mod pull;
+mod push;
 mod redirect;
 mod tags;
 mod token;

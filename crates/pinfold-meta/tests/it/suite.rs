@@ -32,6 +32,7 @@ macro_rules! for_each_suite_test {
             apt_snapshots_are_frozen_and_publications_switch,
             apt_index_generations_are_kept_and_pruned,
             apt_mirror_replace_and_repo_errors,
+            blob_references_name_every_needed_blob,
         );
     };
 }
@@ -1235,4 +1236,44 @@ pub async fn apt_mirror_replace_and_repo_errors(meta: &Meta) {
         meta.apt_replace_packages("nope", "stable", &[]).await,
         Err(MetaError::AptRepoUnknown(_))
     ));
+}
+
+/// What a backup copies and `pinfold verify` checks: every blob the metadata needs, each once,
+/// with who needs it; history-only digests are not required.
+pub async fn blob_references_name_every_needed_blob(meta: &Meta) {
+    let m1 = image("refs-a", "one");
+    let m2 = image("refs-a", "two");
+    meta.put_manifest(&m1, Some(&tag("v")), &push())
+        .await
+        .unwrap();
+    // m1 leaves the tag (the journal keeps its digest) and is deleted.
+    meta.put_manifest(&m2, Some(&tag("v")), &push())
+        .await
+        .unwrap();
+    meta.delete_manifest(&repo("refs-a"), &m1.digest, &delete())
+        .await
+        .unwrap();
+    meta.link_blob(&repo("refs-b"), &digest("loose"), 7)
+        .await
+        .unwrap();
+    let refs = meta.blob_references().await.unwrap();
+    let find = |d: &Digest| refs.iter().find(|r| &r.digest == d);
+    let manifest = find(&m2.digest).expect("manifest listed");
+    assert!(manifest.required);
+    assert!(
+        manifest.referrer.contains("refs-a@"),
+        "{}",
+        manifest.referrer
+    );
+    for blob in &m2.blobs {
+        assert!(find(blob).expect("layer listed").required);
+    }
+    assert!(find(&digest("loose")).expect("linked blob listed").required);
+    let history = find(&m1.digest).expect("journal digest listed");
+    assert!(!history.required, "only the journal names it now");
+    let mut digests: Vec<_> = refs.iter().map(|r| r.digest.clone()).collect();
+    let count = digests.len();
+    digests.sort();
+    digests.dedup();
+    assert_eq!(digests.len(), count, "each digest once");
 }

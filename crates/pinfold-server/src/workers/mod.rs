@@ -4,6 +4,7 @@
 //! cancellation token.
 
 mod apt_reindex;
+mod backup;
 mod drift_poller;
 mod upload_janitor;
 
@@ -20,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use apt_reindex::AptReindexer;
+pub use backup::ScheduledBackup;
 pub use drift_poller::DriftPoller;
 pub use upload_janitor::UploadJanitor;
 

@@ -2,6 +2,7 @@
 
 pub mod apt;
 pub mod diff;
+pub mod durability;
 pub mod lint;
 pub mod lock;
 pub mod mirror;

@@ -17,7 +17,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.mirror_config(),
     )
     .await
-    .context("starting pinfold serve")?;
+    .context("starting pinfold serve")?
+    .with_scheduled_backups(&config.backup);
     let addr = server.local_addr()?;
     let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
     // These two lines are the start-up contract scripts and tests read (the bound port when

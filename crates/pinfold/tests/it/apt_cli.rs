@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::harness::{require_tool, TestServer, Tool};
 
-async fn build_deb(dir: &Path, version: &str) -> PathBuf {
+/// A minimal `containerd.io` package of `version`, built by `dpkg-deb` in `dir`.
+pub(crate) async fn build_deb(dir: &Path, version: &str) -> PathBuf {
     let dpkg_deb = require_tool("dpkg-deb", "dpkg");
     let root = dir.join(format!("pkg-{version}"));
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
