@@ -22,6 +22,10 @@ pub struct AuthConfig {
     /// The PKCS#8 ES256 key signing registry tokens. Default `<data_dir>/auth/jwt-es256.pk8`,
     /// generated on first start.
     pub jwt_key: Option<PathBuf>,
+    /// The token endpoint URL put in `/v2/` challenges (`realm`), e.g.
+    /// `https://registry.example.com/v2/token`. Default `http://<Host header>/v2/token`;
+    /// set it when Pinfold is behind TLS or a proxy.
+    pub realm: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -31,6 +35,7 @@ impl Default for AuthConfig {
             token_lifetime_seconds: 300,
             cache_seconds: 30,
             jwt_key: None,
+            realm: None,
         }
     }
 }

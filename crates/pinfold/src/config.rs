@@ -15,12 +15,12 @@ use pinfold_server::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections of the file, each owned by the crate it configures.
-const SECTIONS: [&str; 3] = ["server", "meta", "mirror"];
+const SECTIONS: [&str; 4] = ["server", "meta", "mirror", "auth"];
 
 /// `PINFOLD_*` variables that are not configuration of `pinfold serve` but of the client
 /// commands (`pinfold drift`, `promote`, `history`): skipped here, so exporting them does not
 /// make the server refuse to start.
-const CLIENT_VARIABLES: [&str; 1] = ["PINFOLD_URL"];
+const CLIENT_VARIABLES: [&str; 2] = ["PINFOLD_URL", "PINFOLD_TOKEN"];
 
 /// The whole configuration of one Pinfold instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +38,12 @@ pub struct Config {
     pub mirror: MirrorSettings,
     /// The upstream registries mirrored (`[[upstream]]`, any number).
     pub upstream: Vec<UpstreamConfig>,
+    /// Authentication settings (`[auth]`: htpasswd file, token lifetimes, realm).
+    pub auth: pinfold_auth::AuthConfig,
+    /// Users (`[[user]]`); none: no authentication, loopback only.
+    pub user: Vec<pinfold_auth::UserConfig>,
+    /// Permission rules (`[[permission]]`).
+    pub permission: Vec<pinfold_auth::PermissionRule>,
 }
 
 impl Default for Config {
@@ -49,6 +55,9 @@ impl Default for Config {
             meta: MetaConfig::default(),
             mirror: MirrorSettings::default(),
             upstream: Vec::new(),
+            auth: Default::default(),
+            user: Vec::new(),
+            permission: Vec::new(),
         }
     }
 }
