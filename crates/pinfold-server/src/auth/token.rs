@@ -27,9 +27,7 @@ fn query_params(uri: &Uri) -> Vec<(String, String)> {
 
 /// What one requested scope yields.
 fn grant(auth: &Auth, principal: &Principal, scope: &str) -> Option<AccessEntry> {
-    let mut parts = scope.splitn(2, ':');
-    let kind = parts.next()?;
-    let rest = parts.next()?;
+    let (kind, rest) = scope.split_once(':')?;
     let (name, actions) = rest.rsplit_once(':')?;
     match kind {
         "registry" if name == "catalog" => auth
@@ -145,9 +143,8 @@ pub async fn issue(
 }
 
 fn open_grant(scope: &str) -> Option<AccessEntry> {
-    let mut parts = scope.splitn(2, ':');
-    let kind = parts.next()?;
-    let (name, actions) = parts.next()?.rsplit_once(':')?;
+    let (kind, rest) = scope.split_once(':')?;
+    let (name, actions) = rest.rsplit_once(':')?;
     Some(AccessEntry {
         kind: kind.to_owned(),
         name: name.to_owned(),
