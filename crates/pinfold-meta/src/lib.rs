@@ -27,6 +27,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod apt;
+mod auth;
 mod blobs;
 mod columns;
 mod config;
@@ -47,6 +48,7 @@ pub use apt::{
     AptAddOutcome, AptIndexFile, AptPackage, AptPublication, AptPublishSource, AptRepo,
     AptRepoKind, AptSnapshot, NewAptRepo, APT_INDEX_GENERATIONS_KEPT,
 };
+pub use auth::{ApiToken, AuditEvent, NewAuditEvent};
 pub use config::MetaConfig;
 pub use engine::Meta;
 pub use error::MetaError;

@@ -30,6 +30,8 @@ pub struct AppState {
     pub workers: Workers,
     /// The Debian repository.
     pub apt: apt::AptService,
+    /// Users, permissions, registry tokens, audit.
+    pub auth: crate::auth::Auth,
 }
 
 impl FromRef<AppState> for Registry {
@@ -51,6 +53,11 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(apt::routes())
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route("/v2/token", get(crate::auth::token::issue))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::middleware::require,
+        ))
         .with_state(state)
         .layer(
             // One span per request and one event per response, at DEBUG so that the hot path
@@ -104,6 +111,7 @@ pub struct Server {
     config: ServerConfig,
     /// Scheduled backups (`[backup]`), when configured.
     backup: Option<pinfold_backup::BackupConfig>,
+    auth: crate::AuthSettings,
 }
 
 impl Server {
@@ -130,6 +138,7 @@ impl Server {
             registry,
             config: config.clone(),
             backup: None,
+            auth: crate::AuthSettings::default(),
         })
     }
 
@@ -137,6 +146,13 @@ impl Server {
     /// serving; does nothing when `config.to` is unset.
     pub fn with_scheduled_backups(mut self, config: &pinfold_backup::BackupConfig) -> Server {
         self.backup = config.to.is_some().then(|| config.clone());
+        self
+    }
+
+    /// Sets users, permissions and the `[auth]` section (default: no users, open on
+    /// loopback only).
+    pub fn with_auth(mut self, settings: crate::AuthSettings) -> Server {
+        self.auth = settings;
         self
     }
 
@@ -167,7 +183,20 @@ impl Server {
             registry,
             config,
             backup,
+            auth: auth_settings,
         } = self;
+        let auth = crate::auth::Auth::new(
+            &auth_settings,
+            registry.store().root(),
+            registry.meta().clone(),
+            config.apt_deploy_keys.clone(),
+        )?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Serve { source })?;
+        if !auth.enabled() && !addr.ip().is_loopback() && !auth.insecure_open() {
+            return Err(ServerError::InsecureOpen { addr });
+        }
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         let workers = Workers::default();
         workers.spawn(UploadJanitor::new(
@@ -184,10 +213,15 @@ impl Server {
                 backup,
             ));
         }
+        let mut apt_settings = config.apt_settings(registry.store().root());
+        if auth.enabled() {
+            // The auth middleware checks uploads (users, tokens, and these keys as a fallback).
+            apt_settings.deploy_keys.clear();
+        }
         let apt = apt::AptService::open(
             registry.store().clone(),
             registry.meta().clone(),
-            config.apt_settings(registry.store().root()),
+            apt_settings,
         )
         .map_err(ServerError::AptKey)?;
         workers.spawn(crate::workers::AptReindexer::new(
@@ -198,12 +232,14 @@ impl Server {
             registry: registry.clone(),
             workers: workers.clone(),
             apt,
+            auth,
         });
         // Small answers (manifests, upload receipts) must not wait for Nagle.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(true);

@@ -10,6 +10,7 @@
 pub mod api;
 mod app;
 pub mod apt;
+pub mod auth;
 mod config;
 pub mod registry;
 pub mod v2;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use app::{open_registry, router, AppState, Server};
+pub use auth::AuthSettings;
 pub use config::ServerConfig;
 
 /// Why the server could not start or stopped.
@@ -55,6 +57,15 @@ pub enum ServerError {
     /// The APT signing key cannot be loaded or generated.
     #[error("APT signing key: {0}")]
     AptKey(#[source] pinfold_apt::SignError),
+    /// Users or the registry-token key could not be loaded.
+    #[error("authentication: {0}")]
+    Auth(#[from] auth::AuthSetupError),
+    /// No user is configured and the listen address is not loopback (issue 6: safe defaults).
+    #[error("refusing to serve {addr} without users: anyone reaching it could push and delete. Configure [[user]] / [auth] htpasswd, listen on 127.0.0.1, or pass --insecure-open")]
+    InsecureOpen {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// The accept loop failed.
     #[error("serving failed: {source}")]
     Serve {

@@ -15,12 +15,12 @@ use pinfold_server::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections of the file, each owned by the crate it configures.
-const SECTIONS: [&str; 4] = ["server", "meta", "mirror", "backup"];
+const SECTIONS: [&str; 5] = ["server", "meta", "mirror", "backup", "auth"];
 
 /// `PINFOLD_*` variables that are not configuration of `pinfold serve` but of the client
 /// commands (`pinfold drift`, `promote`, `history`): skipped here, so exporting them does not
 /// make the server refuse to start.
-const CLIENT_VARIABLES: [&str; 1] = ["PINFOLD_URL"];
+const CLIENT_VARIABLES: [&str; 2] = ["PINFOLD_URL", "PINFOLD_TOKEN"];
 
 /// The whole configuration of one Pinfold instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,12 @@ pub struct Config {
     pub upstream: Vec<UpstreamConfig>,
     /// Scheduled backups inside `pinfold serve` (`[backup]`; off unless `to` is set).
     pub backup: pinfold_backup::BackupConfig,
+    /// Authentication settings (`[auth]`: htpasswd file, token lifetimes, realm).
+    pub auth: pinfold_auth::AuthConfig,
+    /// Users (`[[user]]`); none: no authentication, loopback only.
+    pub user: Vec<pinfold_auth::UserConfig>,
+    /// Permission rules (`[[permission]]`).
+    pub permission: Vec<pinfold_auth::PermissionRule>,
 }
 
 impl Default for Config {
@@ -52,6 +58,9 @@ impl Default for Config {
             mirror: MirrorSettings::default(),
             upstream: Vec::new(),
             backup: pinfold_backup::BackupConfig::default(),
+            auth: Default::default(),
+            user: Vec::new(),
+            permission: Vec::new(),
         }
     }
 }

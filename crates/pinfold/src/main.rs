@@ -37,6 +37,10 @@ enum Command {
         /// Directory for blobs, uploads and metadata.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Serve a non-loopback address with no user configured (anyone reaching it may push
+        /// and delete). Without it, such a start is refused.
+        #[arg(long)]
+        insecure_open: bool,
     },
     /// Check Dockerfiles for non-deterministic builds (unpinned images and packages, curl | sh,
     /// bash-only syntax under /bin/sh, ...).
@@ -69,6 +73,15 @@ enum Command {
     ///
     /// Exit codes: 0 success; 2 invalid configuration or unknown name (nothing is written).
     Upstream(cmd::mirror::UpstreamArgs),
+    /// API tokens: create (the secret is printed once), list, revoke (talks to a running
+    /// server's /api/v1/tokens; --token or PINFOLD_TOKEN authenticates).
+    ///
+    /// Exit codes: 0 success; 2 error.
+    Token(cmd::auth::TokenArgs),
+    /// The audit log of writes and failed logins (admin; /api/v1/audit).
+    ///
+    /// Exit codes: 0 success; 2 error.
+    Audit(cmd::auth::AuditArgs),
     /// List upstream moves of mirrored tags the mirror did not follow (open ones by default).
     ///
     /// Exit codes: 0 no open drift; 1 open drift events exist; 2 error.
@@ -134,13 +147,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve { listen, data_dir } => {
+        Command::Serve {
+            listen,
+            data_dir,
+            insecure_open,
+        } => {
             let config = Config::load(
                 cli.config.as_deref(),
                 std::env::vars(),
                 Overrides { listen, data_dir },
             )?;
-            runtime.block_on(cmd::serve::run(config))?;
+            runtime.block_on(cmd::serve::run(config, insecure_open))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lint(args) => cmd::lint::run(args),
@@ -148,6 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lock(args) => runtime.block_on(cmd::lock::run(args)),
         Command::Apt(args) => runtime.block_on(cmd::apt::run(args)),
         Command::Upstream(args) => cmd::mirror::upstream(args, cli.config.as_deref()),
+        Command::Token(args) => runtime.block_on(cmd::auth::token(args)),
+        Command::Audit(args) => runtime.block_on(cmd::auth::audit(args)),
         Command::Drift(args) => runtime.block_on(cmd::mirror::drift(args)),
         Command::Promote(args) => runtime.block_on(cmd::mirror::promote(args)),
         Command::History(args) => runtime.block_on(cmd::mirror::history(args)),

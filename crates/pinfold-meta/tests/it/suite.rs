@@ -33,6 +33,8 @@ macro_rules! for_each_suite_test {
             apt_index_generations_are_kept_and_pruned,
             apt_mirror_replace_and_repo_errors,
             blob_references_name_every_needed_blob,
+            tokens_are_found_by_hash_listed_and_revoked,
+            audit_log_filters_and_is_append_only,
         );
     };
 }
@@ -1276,4 +1278,75 @@ pub async fn blob_references_name_every_needed_blob(meta: &Meta) {
     digests.sort();
     digests.dedup();
     assert_eq!(digests.len(), count, "each digest once");
+}
+
+pub async fn tokens_are_found_by_hash_listed_and_revoked(meta: &Meta) {
+    use pinfold_meta::ApiToken;
+    let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    let make = |id: &str, user: &str, hash: &str| ApiToken {
+        id: id.into(),
+        user: user.into(),
+        secret_sha256: hash.into(),
+        scope: "repository:team/*:pull,push".into(),
+        created_at: now,
+        expires_at: Some(now + time::Duration::days(30)),
+        revoked_at: None,
+    };
+    meta.create_token(&make("t1", "alice", "aa")).await.unwrap();
+    meta.create_token(&make("t2", "bob", "bb")).await.unwrap();
+    // The same secret hash twice is refused: a hash names exactly one token.
+    assert!(meta.create_token(&make("t3", "bob", "aa")).await.is_err());
+    let found = meta.token_by_secret_hash("aa").await.unwrap().unwrap();
+    assert_eq!(found, make("t1", "alice", "aa"));
+    assert!(meta.token_by_secret_hash("cc").await.unwrap().is_none());
+    assert_eq!(meta.list_tokens(None).await.unwrap().len(), 2);
+    let bobs = meta.list_tokens(Some("bob")).await.unwrap();
+    assert_eq!(
+        bobs.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t2"]
+    );
+    let later = now + time::Duration::hours(1);
+    let before = meta.revoke_token("t1", later).await.unwrap().unwrap();
+    assert_eq!(before.revoked_at, None);
+    // Revoking again keeps the first time.
+    meta.revoke_token("t1", later + time::Duration::hours(1))
+        .await
+        .unwrap();
+    let after = meta.token_by_secret_hash("aa").await.unwrap().unwrap();
+    assert_eq!(after.revoked_at, Some(later));
+    assert!(meta.revoke_token("nope", later).await.unwrap().is_none());
+}
+
+pub async fn audit_log_filters_and_is_append_only(meta: &Meta) {
+    use pinfold_meta::NewAuditEvent;
+    for (actor, action) in [
+        ("alice", "push"),
+        ("bob", "delete"),
+        ("alice", "token-create"),
+    ] {
+        meta.append_audit(&NewAuditEvent {
+            actor: actor.into(),
+            client: "127.0.0.1".into(),
+            action: action.into(),
+            target: "team/app:v1".into(),
+            outcome: "ok".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let all = meta.audit_events(None, None, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["push", "delete", "token-create"]
+    );
+    let alice = meta.audit_events(None, Some("alice"), 100).await.unwrap();
+    assert_eq!(alice.len(), 2);
+    assert_eq!(meta.audit_events(None, None, 1).await.unwrap().len(), 1);
+    let future = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert!(meta
+        .audit_events(Some(future), None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(all[0].at <= all[2].at);
 }

@@ -72,6 +72,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<pinfold_meta::MetaError> for ApiError {
+    fn from(e: pinfold_meta::MetaError) -> Self {
+        // The OCI mapping logs the cause and hides it behind a request id.
+        ApiError::from(OciError::from(e))
+    }
+}
+
 impl From<OciError> for ApiError {
     fn from(e: OciError) -> Self {
         // The registry layer already logged any internal cause; carry its code and detail so

@@ -118,7 +118,10 @@ pub async fn promote(
         .map(str::parse::<Digest>)
         .transpose()
         .map_err(|e| ApiError::invalid(format!("digest: {e}")))?;
-    let actor = request.actor.unwrap_or_else(|| "anonymous".to_owned());
+    // With authentication on, the journal names who authenticated, not who they claim to be.
+    let actor = crate::auth::current_actor()
+        .or(request.actor)
+        .unwrap_or_else(|| "anonymous".to_owned());
     if actor.is_empty() || actor.len() > MAX_ACTOR_LEN || actor.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(
             "actor must be 1 to {MAX_ACTOR_LEN} printable characters"

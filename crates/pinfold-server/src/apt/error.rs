@@ -62,6 +62,11 @@ impl AptError {
         }
     }
 
+    /// 403: the credentials are valid but do not allow this (issue 6).
+    pub fn forbidden(message: impl Into<String>) -> AptError {
+        AptError::new(StatusCode::FORBIDDEN, message)
+    }
+
     /// 404: nothing here.
     pub fn not_found(message: impl Into<String>) -> AptError {
         AptError::new(StatusCode::NOT_FOUND, message)

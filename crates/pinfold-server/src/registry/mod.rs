@@ -71,10 +71,10 @@ impl Registry {
         &self.inner.cache
     }
 
-    /// Who acts, until authentication exists (issue 6).
+    /// Who acts: the authenticated user of the current request, else `anonymous`.
     fn actor(source: TagMoveSource) -> TagMove {
         TagMove {
-            actor: "anonymous".to_owned(),
+            actor: crate::auth::current_actor().unwrap_or_else(|| "anonymous".to_owned()),
             source,
         }
     }

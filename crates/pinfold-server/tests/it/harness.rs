@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pinfold_mirror::MirrorConfig;
 use pinfold_oci::{Digest, DigestAlgorithm};
-use pinfold_server::{Server, ServerConfig, ServerError};
+use pinfold_server::{AuthSettings, Server, ServerConfig, ServerError};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -45,6 +45,7 @@ pub struct TestServer {
     pub client: Client,
     config: ServerConfig,
     mirror: MirrorConfig,
+    auth: (AuthSettings, Option<String>),
     dir: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
@@ -70,17 +71,48 @@ impl TestServer {
         TestServer::start_in(dir, ServerConfig::default(), mirror).await
     }
 
+    /// A server with users and permissions; `client` sends `authorization` (an
+    /// `Authorization` header value) on every request, so the push helpers work.
+    pub async fn start_with_auth(auth: AuthSettings, authorization: Option<String>) -> TestServer {
+        let dir = tempfile::tempdir().expect("create a temporary data directory");
+        TestServer::start_full(
+            dir,
+            ServerConfig::default(),
+            MirrorConfig::default(),
+            (auth, authorization),
+        )
+        .await
+    }
+
     async fn start_in(dir: TempDir, config: ServerConfig, mirror: MirrorConfig) -> TestServer {
+        TestServer::start_full(dir, config, mirror, (AuthSettings::default(), None)).await
+    }
+
+    async fn start_full(
+        dir: TempDir,
+        config: ServerConfig,
+        mirror: MirrorConfig,
+        auth: (AuthSettings, Option<String>),
+    ) -> TestServer {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
         let server = Server::bind(listen, dir.path(), &Default::default(), &config, &mirror)
             .await
-            .expect("server binds and opens its data directory");
+            .expect("server binds and opens its data directory")
+            .with_auth(auth.0.clone());
         let addr = server.local_addr().expect("bound address");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = &auth.1 {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                value.parse().expect("a header value"),
+            );
+        }
         let client = Client::builder()
+            .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()
@@ -102,6 +134,7 @@ impl TestServer {
             client,
             config,
             mirror,
+            auth,
             dir: Some(dir),
             shutdown: Some(tx),
             task: Some(task),
@@ -113,7 +146,13 @@ impl TestServer {
     pub async fn restart(mut self) -> TestServer {
         self.stop().await;
         let dir = self.dir.take().expect("data directory");
-        TestServer::start_in(dir, self.config.clone(), self.mirror.clone()).await
+        TestServer::start_full(
+            dir,
+            self.config.clone(),
+            self.mirror.clone(),
+            self.auth.clone(),
+        )
+        .await
     }
 
     /// Stops this server for good (an upstream going away).

@@ -8,6 +8,7 @@ mod harness;
 
 mod apt;
 mod apt_mirror;
+mod auth;
 mod base;
 mod blobs;
 mod catalog;

@@ -22,8 +22,15 @@ pub struct AptArgs {
         value_name = "URL"
     )]
     server: String,
-    /// Deploy key for writes (sent as X-JFrog-Art-Api), when the server requires one.
-    #[arg(long, global = true, value_name = "KEY")]
+    /// Deploy key or API token for writes (sent as X-JFrog-Art-Api), when the server
+    /// requires one.
+    #[arg(
+        long,
+        global = true,
+        value_name = "KEY",
+        env = "PINFOLD_TOKEN",
+        hide_env_values = true
+    )]
     key: Option<String>,
     #[command(subcommand)]
     command: AptCommand,

@@ -106,7 +106,29 @@ pub struct ServerArg {
         default_value = "http://127.0.0.1:5000",
         value_name = "URL"
     )]
-    server: String,
+    pub(crate) server: String,
+    /// API token (or `user:password`) sent to the server; needed when it has users.
+    #[arg(
+        long,
+        env = "PINFOLD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+}
+
+/// The `Authorization` header value for `--token`: a `pft_` API token as Bearer,
+/// `user:password` as Basic.
+pub(crate) fn authorization(token: &str) -> String {
+    use base64::Engine as _;
+    if token.contains(':') {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(token)
+        )
+    } else {
+        format!("Bearer {token}")
+    }
 }
 
 /// `pinfold drift`
@@ -381,18 +403,26 @@ fn list_upstreams(upstreams: &[UpstreamConfig], json: bool) -> anyhow::Result<()
 // The management API
 
 /// A client of one server's `/api/v1/`.
-struct Api {
-    base: String,
-    client: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
 }
 
 impl Api {
-    fn new(server: &ServerArg) -> anyhow::Result<Api> {
+    pub(crate) fn new(server: &ServerArg) -> anyhow::Result<Api> {
         let base = server.server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--server {base:?}: expected http://host:port or https://host:port");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &server.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&authorization(token))
+                .context("--token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(API_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .build()?;
@@ -405,7 +435,11 @@ impl Api {
         rest.split('/').next().unwrap_or(rest)
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<Value> {
         let response = request
             .send()
             .await
@@ -428,7 +462,7 @@ impl Api {
         value.ok_or_else(|| anyhow!("{what}: the server's answer is not JSON"))
     }
 
-    async fn get(&self, path: &str, what: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str, what: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         self.call(self.client.get(url), what).await
     }

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod apt;
+pub mod auth;
 pub mod diff;
 pub mod durability;
 pub mod lint;

@@ -8,7 +8,7 @@ use pinfold_server::Server;
 use crate::config::Config;
 
 /// Runs the server with `config` until a shutdown signal, then drains and exits.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, insecure_open: bool) -> anyhow::Result<()> {
     let server = Server::bind(
         config.listen,
         &config.data_dir,
@@ -18,7 +18,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("starting pinfold serve")?
-    .with_scheduled_backups(&config.backup);
+    .with_scheduled_backups(&config.backup)
+    .with_auth(pinfold_server::AuthSettings {
+        config: config.auth.clone(),
+        users: config.user.clone(),
+        permissions: config.permission.clone(),
+        insecure_open,
+    });
     let addr = server.local_addr()?;
     let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
     // These two lines are the start-up contract scripts and tests read (the bound port when
