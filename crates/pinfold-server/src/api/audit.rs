@@ -65,6 +65,8 @@ pub async fn list(
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIMIT}")));
     }
+    // Rows are group-committed: wait for those of the writes made before this request.
+    state.auth.flush_audit().await;
     let events = state
         .auth
         .meta()

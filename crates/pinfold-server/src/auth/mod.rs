@@ -11,6 +11,7 @@
 //! (and [`crate::Server::run`] refuses to listen on anything but loopback unless told
 //! `insecure_open`).
 
+mod audit_log;
 pub mod middleware;
 mod need;
 pub mod token;
@@ -109,6 +110,8 @@ struct Inner {
     authorizer: Authorizer,
     jwt: JwtSigner,
     meta: Meta,
+    /// Group-commits audit rows; `None` when built outside a Tokio runtime.
+    audit_writer: Option<audit_log::AuditWriter>,
     config: AuthConfig,
     deploy_keys: Vec<String>,
     insecure_open: bool,
@@ -153,6 +156,7 @@ impl Auth {
                 users,
                 authorizer,
                 jwt,
+                audit_writer: audit_log::AuditWriter::start(meta.clone()),
                 meta,
                 config: settings.config.clone(),
                 deploy_keys,
@@ -199,8 +203,9 @@ impl Auth {
         self.inner.users.contains(name)
     }
 
-    /// Appends an audit row; a failure is logged (without secrets) and does not fail the
-    /// request, whose effect has already happened.
+    /// Queues an audit row for the group-committing writer (see `audit_log.rs`); a failure is
+    /// logged (without secrets) and does not fail the request, whose effect has already
+    /// happened.
     pub async fn audit(
         &self,
         actor: &str,
@@ -216,8 +221,23 @@ impl Auth {
             target: target.to_owned(),
             outcome: outcome.to_owned(),
         };
+        let event = match &self.inner.audit_writer {
+            Some(writer) => match writer.append(event).await {
+                Ok(()) => return,
+                Err(event) => event,
+            },
+            None => event,
+        };
         if let Err(e) = self.inner.meta.append_audit(&event).await {
             tracing::error!(action, target, "cannot write audit event: {e}");
+        }
+    }
+
+    /// Waits until every audit row queued so far is committed, so that a reader of the log
+    /// sees the writes that happened before it asked.
+    pub async fn flush_audit(&self) {
+        if let Some(writer) = &self.inner.audit_writer {
+            writer.flush().await;
         }
     }
 
