@@ -32,6 +32,7 @@ mod columns;
 mod config;
 mod engine;
 mod error;
+mod gc;
 mod journal;
 mod manifests;
 mod mirror;
@@ -49,6 +50,7 @@ pub use apt::{
 pub use config::MetaConfig;
 pub use engine::Meta;
 pub use error::MetaError;
+pub use gc::{GcItem, GcKind, GcPolicy, GcSweep};
 pub use mirror::{DriftEvent, DriftResolution, MirrorTagState, UpstreamObservation};
 pub use model::{
     JournalEntry, ManifestRecord, NewManifest, ReferrerRecord, TagMove, TagMoveSource, UploadRecord,

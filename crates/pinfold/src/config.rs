@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use pinfold_meta::MetaConfig;
 use pinfold_mirror::{MirrorConfig, MirrorSettings, UpstreamConfig};
+use pinfold_server::registry::gc::{GcConfig, GcRules, ImmutableRule, RetentionRule};
 use pinfold_server::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections of the file, each owned by the crate it configures.
-const SECTIONS: [&str; 3] = ["server", "meta", "mirror"];
+const SECTIONS: [&str; 4] = ["server", "meta", "mirror", "gc"];
 
 /// `PINFOLD_*` variables that are not configuration of `pinfold serve` but of the client
 /// commands (`pinfold drift`, `promote`, `history`): skipped here, so exporting them does not
@@ -38,6 +39,12 @@ pub struct Config {
     pub mirror: MirrorSettings,
     /// The upstream registries mirrored (`[[upstream]]`, any number).
     pub upstream: Vec<UpstreamConfig>,
+    /// Garbage collection (`[gc]`).
+    pub gc: GcConfig,
+    /// Retention rules (`[[retention]]`, first matching pattern applies).
+    pub retention: Vec<RetentionRule>,
+    /// Immutable-tag rules (`[[immutable]]`).
+    pub immutable: Vec<ImmutableRule>,
 }
 
 impl Default for Config {
@@ -49,6 +56,9 @@ impl Default for Config {
             meta: MetaConfig::default(),
             mirror: MirrorSettings::default(),
             upstream: Vec::new(),
+            gc: GcConfig::default(),
+            retention: Vec::new(),
+            immutable: Vec::new(),
         }
     }
 }
@@ -101,6 +111,18 @@ impl Config {
 }
 
 impl Config {
+    /// The server's settings with the GC, retention and immutability rules in them.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            rules: GcRules {
+                gc: self.gc.clone(),
+                retention: self.retention.clone(),
+                immutable: self.immutable.clone(),
+            },
+            ..self.server.clone()
+        }
+    }
+
     /// The mirror's configuration: the upstreams and the poller settings.
     pub fn mirror_config(&self) -> MirrorConfig {
         MirrorConfig {

@@ -81,6 +81,11 @@ enum Command {
     ///
     /// Exit codes: 0 success; 2 error (a tag never set is an error).
     History(cmd::mirror::HistoryArgs),
+    /// Garbage collection on a running server: removes what no tag, journal entry, pin,
+    /// referrer, index or upload needs (`--dry-run` lists it instead).
+    ///
+    /// Exit codes: 0 done; 2 error (also when a GC or backup is already running).
+    Gc(cmd::gc::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,5 +128,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Drift(args) => runtime.block_on(cmd::mirror::drift(args)),
         Command::Promote(args) => runtime.block_on(cmd::mirror::promote(args)),
         Command::History(args) => runtime.block_on(cmd::mirror::history(args)),
+        Command::Gc(args) => runtime.block_on(cmd::gc::run(args)),
     }
 }

@@ -2,6 +2,7 @@
 //! (`{"error":{"code","message"}}`): it is Pinfold's API, not the OCI one.
 
 mod drift;
+mod gc;
 pub(crate) mod error;
 mod history;
 mod upstreams;
@@ -23,4 +24,5 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/drift/{id}", get(drift::one))
         .route("/api/v1/upstreams", get(upstreams::list))
         .route("/api/v1/workers", get(workers::list))
+        .route("/api/v1/gc", get(gc::status).post(gc::run))
 }

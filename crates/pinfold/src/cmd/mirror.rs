@@ -376,13 +376,13 @@ fn list_upstreams(upstreams: &[UpstreamConfig], json: bool) -> anyhow::Result<()
 // The management API
 
 /// A client of one server's `/api/v1/`.
-struct Api {
-    base: String,
-    client: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
 }
 
 impl Api {
-    fn new(server: &ServerArg) -> anyhow::Result<Api> {
+    pub(crate) fn new(server: &ServerArg) -> anyhow::Result<Api> {
         let base = server.server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--server {base:?}: expected http://host:port or https://host:port");
@@ -400,7 +400,11 @@ impl Api {
         rest.split('/').next().unwrap_or(rest)
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<Value> {
         let response = request
             .send()
             .await

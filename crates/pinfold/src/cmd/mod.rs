@@ -6,3 +6,4 @@ pub mod lint;
 pub mod lock;
 pub mod mirror;
 pub mod serve;
+pub mod gc;
