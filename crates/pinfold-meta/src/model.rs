@@ -20,8 +20,6 @@ pub enum TagMoveSource {
     Promote,
     /// A backup was restored.
     Restore,
-    /// A retention rule removed the tag (garbage collection).
-    Retention,
 }
 
 impl TagMoveSource {
@@ -33,7 +31,6 @@ impl TagMoveSource {
             TagMoveSource::Mirror => "mirror",
             TagMoveSource::Promote => "promote",
             TagMoveSource::Restore => "restore",
-            TagMoveSource::Retention => "retention",
         }
     }
 }

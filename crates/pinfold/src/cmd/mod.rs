@@ -4,7 +4,6 @@ pub mod apt;
 pub mod auth;
 pub mod diff;
 pub mod durability;
-pub mod gc;
 pub mod lint;
 pub mod lock;
 pub mod mirror;
