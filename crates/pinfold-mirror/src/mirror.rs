@@ -525,8 +525,23 @@ impl Mirror {
         let previous = self.meta().resolve_tag(repo, tag).await?.map(|r| r.digest);
         let moved = self
             .meta()
-            .move_tag(repo, tag, digest, &tag_move(actor, source))
+            .move_tag(repo, tag, digest, &tag_move(actor.clone(), source))
             .await?;
+        // A move the mirror made on its own (follow and cooldown policies) has no request
+        // behind it for the server's audit middleware to record, so it is audited here.
+        // Promotions come through the API and are audited there.
+        if moved && source == TagMoveSource::Mirror {
+            let event = pinfold_meta::NewAuditEvent {
+                actor,
+                client: "mirror".to_owned(),
+                action: "tag-move".to_owned(),
+                target: format!("{repo}:{tag}@{digest}"),
+                outcome: "ok".to_owned(),
+            };
+            if let Err(e) = self.meta().append_audit(&event).await {
+                tracing::warn!(%repo, %tag, "audit row for a mirror tag move not written: {e}");
+            }
+        }
         Ok(Promoted {
             previous,
             digest: digest.clone(),

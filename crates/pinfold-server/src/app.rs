@@ -53,7 +53,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(apt::routes())
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
-        .route("/v2/token", get(crate::auth::token::issue))
+        .route(
+            "/v2/token",
+            get(crate::auth::token::issue).post(crate::auth::token::issue_oauth),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::middleware::require,

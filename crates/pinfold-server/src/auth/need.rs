@@ -255,6 +255,7 @@ mod tests {
         let cases = [
             (Method::GET, "/healthz", Open),
             (Method::GET, "/v2/token?scope=x", Open),
+            (Method::POST, "/v2/token", Open),
             (Method::GET, "/v2/", Authenticated),
             (
                 Method::GET,

@@ -1,8 +1,12 @@
-//! `GET /v2/token`: the Docker registry token endpoint (distribution's "token authentication
-//! specification"). Clients send Basic credentials (or none, for anonymous pulls), `service`
-//! and one `scope` per resource; the answer is a short-lived ES256 JWT whose `access` claim is
-//! what was asked **and** is allowed, never more (an unauthorized scope is simply left out,
-//! as the specification says).
+//! `/v2/token`: the Docker registry token endpoint (distribution's "token authentication
+//! specification"). `GET`: clients send Basic credentials (or none, for anonymous pulls),
+//! `service` and one `scope` per resource. `POST`: the OAuth2 form of the same
+//! ("token authentication implementation: OAuth2"), which containerd tries first when it has
+//! credentials: `grant_type=password` with `username`/`password`, or
+//! `grant_type=refresh_token` with a Pinfold API token as `refresh_token` (what Docker's
+//! `identitytoken` holds). Either way the answer is a short-lived ES256 JWT whose `access`
+//! claim is what was asked **and** is allowed, never more (an unauthorized scope is simply left
+//! out, as the specification says).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -72,8 +76,115 @@ pub async fn issue(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let params = query_params(&uri);
+    issue_for(&state, &client, &headers, &params, false).await
+}
+
+/// Largest OAuth2 form accepted (a few scopes and a password).
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// `POST /v2/token` with an `application/x-www-form-urlencoded` body: `grant_type`
+/// (`password` or `refresh_token`), `service`, `client_id`, `scope` (space-separated),
+/// `username`/`password` or `refresh_token`. The credentials are checked exactly as if they
+/// came as a Basic header (password) or a Bearer API token (refresh token).
+pub async fn issue_oauth(
+    State(state): State<AppState>,
+    axum::Extension(super::ClientAddr(client)): axum::Extension<super::ClientAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    if body.len() > MAX_FORM_BYTES {
+        return oauth_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "form too large",
+        );
+    }
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let authorization = match field("grant_type") {
+        Some("password") => {
+            let (Some(user), Some(password)) = (field("username"), field("password")) else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "grant_type=password needs username and password",
+                );
+            };
+            if user.contains(':') {
+                return unauthorized(&state.auth, "unknown", &client).await;
+            }
+            let basic = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{password}"),
+            );
+            format!("Basic {basic}")
+        }
+        Some("refresh_token") => match field("refresh_token") {
+            Some(token) if token.starts_with(pinfold_auth::secret::TOKEN_PREFIX) => {
+                format!("Bearer {token}")
+            }
+            Some(_) => return unauthorized(&state.auth, "unknown", &client).await,
+            None => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "grant_type=refresh_token needs refresh_token",
+                )
+            }
+        },
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant_type must be password or refresh_token",
+            )
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            )
+        }
+    };
+    let mut headers = HeaderMap::new();
+    match axum::http::HeaderValue::from_str(&authorization) {
+        Ok(value) => headers.insert(axum::http::header::AUTHORIZATION, value),
+        Err(_) => return unauthorized(&state.auth, "unknown", &client).await,
+    };
+    issue_for(&state, &client, &headers, &params, true).await
+}
+
+/// An OAuth2 error body (RFC 6749 section 5.2).
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
+}
+
+/// Checks the credentials in `headers` and signs a token for the scopes in `params`.
+/// `anonymous_refused`: the OAuth2 form always carries credentials, so it never issues an
+/// anonymous token.
+async fn issue_for(
+    state: &AppState,
+    client: &str,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    anonymous_refused: bool,
+) -> Response {
     let auth = &state.auth;
-    let caller = match auth.authenticate(&headers).await {
+    let client = client.to_owned();
+    let caller = match auth.authenticate(headers).await {
+        Ok(caller) if anonymous_refused && caller.via == Via::Anonymous => {
+            return unauthorized(auth, "unknown", &client).await;
+        }
         Ok(caller) if caller.via != Via::Jwt && caller.via != Via::DeployKey => caller,
         Ok(_) | Err(AuthFailure::Malformed) => {
             return unauthorized(auth, "unknown", &client).await;
@@ -82,7 +193,6 @@ pub async fn issue(
             return unauthorized(auth, claimed.as_deref().unwrap_or("unknown"), &client).await;
         }
     };
-    let params = query_params(&uri);
     if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
         if service != SERVICE {
             return ApiError::invalid(format!(

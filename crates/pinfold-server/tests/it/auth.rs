@@ -466,6 +466,145 @@ async fn registry_tokens_grant_only_what_is_allowed() {
     let _ = image;
 }
 
+/// `POST /v2/token`, the OAuth2 form containerd tries first: a password grant and a refresh
+/// token grant (an API token) issue the same scoped tokens as `GET`; wrong credentials are 401
+/// and audited; malformed forms get OAuth2 errors.
+#[tokio::test]
+async fn oauth2_token_form_issues_scoped_tokens() {
+    let server = server().await;
+    server.push_image("team/app", "v1").await;
+    let client = raw();
+    let post = |form: Vec<(&'static str, String)>| {
+        client
+            .post(format!("{}/v2/token", server.base))
+            .form(&form)
+            .send()
+    };
+    let scope = "repository:team/app:pull repository:other/x:pull,push".to_owned();
+    let resp = post(vec![
+        ("grant_type", "password".into()),
+        ("username", "alice".into()),
+        ("password", "alicepw".into()),
+        ("service", "pinfold".into()),
+        ("client_id", "containerd".into()),
+        ("scope", scope.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let answer: Value = resp.json().await.unwrap();
+    let token = answer["access_token"].as_str().unwrap().to_owned();
+    assert!(answer["expires_in"].as_i64().unwrap() > 0);
+    let c = claims(&token);
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(
+        c["access"],
+        json!([
+            {"type": "repository", "name": "team/app", "actions": ["pull"]},
+            {"type": "repository", "name": "other/x", "actions": []},
+        ])
+    );
+    let manifest = format!("{}/v2/team/app/manifests/v1", server.base);
+    let resp = client
+        .get(&manifest)
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // A refresh token grant with alice's API token.
+    let created: Value = client
+        .post(format!("{}/api/v1/tokens", server.base))
+        .header("authorization", basic("alice", "alicepw"))
+        .json(&json!({"scope": "repository:team/*:pull"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let resp = post(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", secret.clone()),
+        ("service", "pinfold".into()),
+        ("client_id", "containerd".into()),
+        ("scope", "repository:team/app:pull,push".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let c = claims(
+        resp.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(c["sub"], "alice");
+    // The API token's own scope (pull only) bounds the registry token.
+    assert_eq!(c["access"][0]["actions"], json!(["pull"]));
+
+    // Wrong password, unknown refresh token: 401 with a challenge, and the failure is audited.
+    for form in [
+        vec![
+            ("grant_type", "password".to_owned()),
+            ("username", "alice".into()),
+            ("password", "wrong".into()),
+        ],
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", "pft_notatoken".into()),
+        ],
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", "something-else".into()),
+        ],
+    ] {
+        let resp = post(form).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(resp.headers().contains_key("www-authenticate"));
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("wrong") && !body.contains("pft_"), "{body}");
+    }
+    let audit: Value = server
+        .get("/api/v1/audit?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "failed" && e["target"] == "/v2/token")
+        .count();
+    assert!(failed >= 3, "{audit}");
+    assert!(!audit.to_string().contains("wrong"));
+
+    // Malformed forms: OAuth2 error bodies.
+    for (form, error) in [
+        (
+            vec![("grant_type", "client_credentials".to_owned())],
+            "unsupported_grant_type",
+        ),
+        (vec![("username", "alice".to_owned())], "invalid_request"),
+        (
+            vec![
+                ("grant_type", "password".to_owned()),
+                ("username", "alice".into()),
+            ],
+            "invalid_request",
+        ),
+    ] {
+        let resp = post(form).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"], error);
+    }
+}
+
 #[tokio::test]
 async fn anonymous_pull_is_per_glob() {
     let server = server().await;

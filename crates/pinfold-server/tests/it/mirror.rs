@@ -580,6 +580,19 @@ async fn follow_policy_moves_with_the_upstream() {
     assert_eq!(moves.len(), 2);
     assert_eq!(moves[1].0, &Value::String(a.digest.to_string()));
     assert_eq!(moves[1].1, &Value::String(b.digest.to_string()));
+    // The move the mirror made by itself is in the audit log, with the upstream as its actor.
+    let audit = json(mirror.get("/api/v1/audit").send().await.unwrap()).await;
+    let target = format!("quay.io/team/tool:stable@{}", b.digest);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "tag-move"
+                && e["actor"] == "mirror:quay.io"
+                && e["target"] == target.as_str()),
+        "{audit}"
+    );
     // A stays pullable by digest.
     let (status, _) = manifest_digest(
         &mirror,
