@@ -41,6 +41,16 @@ impl Credentials {
     pub(crate) fn password(&self) -> &str {
         &self.password
     }
+
+    /// The `Authorization` header value that sends these credentials as HTTP Basic (for the
+    /// callers that talk to a registry's own API beside the distribution protocol).
+    pub fn basic_authorization(&self) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", self.username, self.password))
+        )
+    }
 }
 
 impl std::fmt::Debug for Credentials {

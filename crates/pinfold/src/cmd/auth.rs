@@ -79,7 +79,7 @@ fn text(value: &Value, key: &str) -> String {
 /// # Errors
 /// The server cannot be reached or refuses.
 pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server).await?;
     match args.command {
         TokenCommand::Create {
             user,
@@ -163,7 +163,7 @@ pub struct AuditArgs {
 /// # Errors
 /// The server cannot be reached or refuses.
 pub async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server).await?;
     let url = format!("{}/api/v1/audit", api.base);
     let mut query: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
     if let Some(since) = args.since {

@@ -370,8 +370,9 @@ pub struct ImportArgs {
     json: bool,
 }
 
-/// A registry client for `url` (`http://host:port` or `https://host`).
-fn registry_client(url: &str) -> anyhow::Result<pinfold_client::RegistryClient> {
+/// A registry client for `url` (`http://host:port` or `https://host`), with the credentials
+/// `docker login` stored for that host (`~/.docker/config.json`, helpers included), if any.
+async fn registry_client(url: &str) -> anyhow::Result<pinfold_client::RegistryClient> {
     let (insecure, rest) = if let Some(rest) = url.strip_prefix("http://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("https://") {
@@ -384,7 +385,9 @@ fn registry_client(url: &str) -> anyhow::Result<pinfold_client::RegistryClient> 
         insecure,
         ..pinfold_client::ClientConfig::default()
     };
-    pinfold_client::RegistryClient::new(host, config).with_context(|| format!("--url {url:?}"))
+    pinfold_client::RegistryClient::from_docker_config(host, config)
+        .await
+        .with_context(|| format!("--url {url:?}"))
 }
 
 /// `oci:<dir>` → `<dir>`.
@@ -431,7 +434,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|i| parse_image(i))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let client = registry_client(&args.url)?;
+    let client = registry_client(&args.url).await?;
     let summary = pinfold_backup::export(&client, &images, &dir)
         .await
         .with_context(|| format!("exporting to {}", args.to))?;
@@ -465,7 +468,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .map(str::parse::<pinfold_oci::RepoName>)
         .transpose()
         .context("--repository")?;
-    let client = registry_client(&args.url)?;
+    let client = registry_client(&args.url).await?;
     let summary = pinfold_backup::import(&client, &dir, repository.as_ref())
         .await
         .with_context(|| format!("importing {}", args.from))?;

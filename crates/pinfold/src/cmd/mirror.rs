@@ -131,6 +131,12 @@ pub(crate) fn authorization(token: &str) -> String {
     }
 }
 
+/// `host:port` of `http://host:port/...`.
+fn authority_of(base: &str) -> &str {
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// `pinfold drift`
 #[derive(Debug, Args)]
 pub struct DriftArgs {
@@ -409,15 +415,30 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    pub(crate) fn new(server: &ServerArg) -> anyhow::Result<Api> {
+    /// A client of `server`, authenticated with `--token`/`PINFOLD_TOKEN`, else with the
+    /// credentials `docker login <host:port>` stored (`~/.docker/config.json` and its
+    /// credential helpers), else anonymous.
+    pub(crate) async fn new(server: &ServerArg) -> anyhow::Result<Api> {
         let base = server.server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--server {base:?}: expected http://host:port or https://host:port");
         }
+        let authority = authority_of(&base).to_owned();
+        let credential = match &server.token {
+            Some(token) => Some(authorization(token)),
+            None => match pinfold_client::DockerConfig::from_env() {
+                Some(docker) => docker
+                    .credentials_for(&authority)
+                    .await
+                    .with_context(|| format!("reading the Docker credentials for {authority}"))?
+                    .map(|c| c.basic_authorization()),
+                None => None,
+            },
+        };
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = &server.token {
-            let mut value = reqwest::header::HeaderValue::from_str(&authorization(token))
-                .context("--token is not a valid header value")?;
+        if let Some(credential) = credential {
+            let mut value = reqwest::header::HeaderValue::from_str(&credential)
+                .context("the credential is not a valid header value")?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -431,8 +452,7 @@ impl Api {
 
     /// The server's `host:port`, as image references name it.
     fn authority(&self) -> &str {
-        let rest = self.base.split_once("://").map_or(&*self.base, |(_, r)| r);
-        rest.split('/').next().unwrap_or(rest)
+        authority_of(&self.base)
     }
 
     pub(crate) async fn call(
@@ -570,7 +590,7 @@ const MAX_DRIFT_PAGES: usize = 1000;
 
 /// `pinfold drift`: exit 0 when no drift is open, 1 when some is.
 pub async fn drift(args: DriftArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server).await?;
     // Every page, newest first: the server answers at most DRIFT_PAGE events, each next page
     // starts below the last id of the one before.
     let mut raw: Vec<Value> = Vec::new();
@@ -648,7 +668,7 @@ pub async fn drift(args: DriftArgs) -> anyhow::Result<ExitCode> {
 
 /// `pinfold promote`.
 pub async fn promote(args: PromoteArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server).await?;
     let reference = parse_ref(&args.reference, api.authority())?;
     let actor = args
         .actor
@@ -697,7 +717,7 @@ struct JournalEntry {
 
 /// `pinfold history`.
 pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server).await?;
     let reference = parse_ref(&args.reference, api.authority())?;
     let mut request = api.client.get(format!(
         "{}/api/v1/repositories/{}/tags/{}/history",

@@ -50,6 +50,26 @@ async fn docker_logs_in_pushes_and_pulls_through_the_token_flow() {
         .run_ok()
         .await;
     d(&["push", &name]).run_ok().await;
+    // The pinfold CLI falls back to what `docker login` stored: management API and registry
+    // reads work without --token.
+    let pinfold = || {
+        Tool::new(env!("CARGO_BIN_EXE_pinfold"))
+            .env("PINFOLD_URL", server.url())
+            .env("DOCKER_CONFIG", &config)
+            .timeout(Duration::from_secs(30))
+    };
+    let tokens = pinfold().args(["token", "list", "--json"]).run_ok().await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&tokens).unwrap(),
+        Value::Array(vec![])
+    );
+    let layout = scratch.path().join("layout");
+    pinfold()
+        .args(["export", "team/auth-e2e:v1", "--to"])
+        .arg(format!("oci:{}", layout.display()))
+        .run_ok()
+        .await;
+    assert!(layout.join("index.json").is_file());
     // alice may not push outside team/*.
     let out = d(&["push", &other]).output().await;
     assert_ne!(out.code(), Some(0), "push to other/ succeeded");
@@ -59,6 +79,8 @@ async fn docker_logs_in_pushes_and_pulls_through_the_token_flow() {
     d(&["rmi", &name]).run_ok().await;
     let out = d(&["pull", &name]).output().await;
     assert_ne!(out.code(), Some(0), "pull without login succeeded");
+    let out = pinfold().args(["token", "list", "--json"]).output().await;
+    assert_ne!(out.code(), Some(0), "token list without login succeeded");
     // The journal names alice; the audit log has her push.
     let history: Value = server
         .client()
