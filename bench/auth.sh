@@ -5,7 +5,9 @@
 #   anonymous  (an `anonymous_pull` rule, no header)
 #   jwt        (Authorization: Bearer <registry token from /v2/token>, as docker sends)
 #   basic      (Authorization: Basic user:password; bcrypt once, then the credential cache)
-# It also reports errors and p99 of each (the load test of authenticated pulls).
+# It also reports errors and p99 of each (the load test of authenticated pulls): a kind passes
+# when its throughput is >= 80% of anonymous, it had no error and its p99 is within the core
+# issue's 10 ms at 64 connections.
 #
 #   bench/auth.sh [--record] [--no-build] [--debug] [--seconds N]
 #
@@ -113,9 +115,10 @@ rows=""
 for kind in jwt basic; do
   rps=$(median $kind 1)
   ratio=$(awk -v a="$rps" -v b="$anon" 'BEGIN { printf "%.0f", 100 * a / b }')
-  verdict=$(awk -v r="$ratio" -v e="$(errors $kind)" 'BEGIN { print (r >= 80 && e == 0) ? "PASS" : "FAIL" }')
+  # The core issue's latency target holds for authenticated pulls too: p99 <= 10 ms at 64 connections.
+  verdict=$(awk -v r="$ratio" -v e="$(errors $kind)" -v p="$(median $kind 2)" 'BEGIN { print (r >= 80 && e == 0 && p <= 10) ? "PASS" : "FAIL" }')
   [[ $verdict == PASS ]] || result=1
-  rows+="| authenticated manifest GET ($kind) vs anonymous | ${rps} req/s | ${anon} req/s | ${ratio}% | >= 80%, no errors | $(median $kind 2) ms | $(errors $kind) | ${verdict} |"$'\n'
+  rows+="| authenticated manifest GET ($kind) vs anonymous | ${rps} req/s | ${anon} req/s | ${ratio}% | >= 80%, no errors, p99 <= 10 ms | $(median $kind 2) ms | $(errors $kind) | ${verdict} |"$'\n'
 done
 table="| target | authenticated (median) | anonymous (same run) | ratio | goal | p99 | errors | result |
 |---|---:|---:|---:|---|---:|---:|---|

@@ -605,6 +605,192 @@ async fn oauth2_token_form_issues_scoped_tokens() {
     }
 }
 
+/// APT uploads on a server with users: the deploy keys of `[server] apt_deploy_keys` still
+/// work, users upload with their password or an API token where they have push on
+/// `apt/<repo>`, and every other credential is refused in the APT surface's format with nothing
+/// stored. Reads need pull on `apt/<repo>`. Every upload is audited with its actor.
+#[tokio::test]
+async fn apt_uploads_take_deploy_keys_and_user_credentials() {
+    let settings = AuthSettings {
+        config: AuthConfig::default(),
+        users: vec![
+            user("admin", "adminpw", &["admins"]),
+            user("alice", "alicepw", &[]),
+        ],
+        permissions: vec![
+            rule("*", &[], &["admins"], &[Action::Admin], false),
+            rule(
+                "apt/ci",
+                &["alice"],
+                &[],
+                &[Action::Pull, Action::Push],
+                false,
+            ),
+        ],
+        insecure_open: false,
+    };
+    let server = TestServer::start_with_auth_and(settings, Some(basic("admin", "adminpw")), |c| {
+        c.apt_deploy_keys = vec!["ci-deploy-key".into()]
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = std::fs::read(crate::apt::build_deb(tmp.path(), "hello", "1.0", "all", None).await)
+        .unwrap();
+    let client = raw();
+    let url = |repo: &str, n: u32| {
+        format!(
+            "{}/artifactory/{repo}/pool/hello{n}.deb{}",
+            server.base,
+            // One distribution per upload: the same package twice in one is a conflict.
+            crate::apt::matrix(&format!("stable{n}"), "main", "all")
+        )
+    };
+    // alice's pull-only API token, for the "too small" case.
+    let created: Value = client
+        .post(format!("{}/api/v1/tokens", server.base))
+        .header("authorization", basic("alice", "alicepw"))
+        .json(&json!({"scope": "repository:apt/*:pull"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pull_only = created["secret"].as_str().unwrap().to_owned();
+    let created: Value = client
+        .post(format!("{}/api/v1/tokens", server.base))
+        .header("authorization", basic("alice", "alicepw"))
+        .json(&json!({"scope": "repository:apt/*:pull,push"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pusher = created["secret"].as_str().unwrap().to_owned();
+
+    let refused = [
+        (client.put(url("ci", 90)), StatusCode::UNAUTHORIZED),
+        (
+            client
+                .put(url("ci", 91))
+                .header("X-JFrog-Art-Api", "wrong-key"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            client
+                .put(url("ci", 92))
+                .header("authorization", basic("alice", "nope")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            client
+                .put(url("ci", 93))
+                .header("X-JFrog-Art-Api", &pull_only),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            client
+                .put(url("other", 94))
+                .header("authorization", basic("alice", "alicepw")),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (n, (request, status)) in refused.into_iter().enumerate() {
+        let resp = request.body(deb.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), status, "refused case {n}");
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(resp.headers().contains_key("www-authenticate"));
+        }
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errors"][0]["status"], status.as_u16(), "{body}");
+    }
+    let accepted = [
+        client
+            .put(url("ci", 1))
+            .header("X-JFrog-Art-Api", "ci-deploy-key"),
+        client
+            .put(url("ci", 2))
+            .header("authorization", basic("alice", "alicepw")),
+        client.put(url("ci", 3)).header("X-JFrog-Art-Api", &pusher),
+        client
+            .put(url("ci", 4))
+            .header("authorization", basic("alice", &pusher)),
+    ];
+    for (n, request) in accepted.into_iter().enumerate() {
+        let resp = request.body(deb.clone()).send().await.unwrap();
+        let status = resp.status();
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "accepted case {n}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+    // Nothing of the refused uploads was stored; the accepted ones are there.
+    for (n, want) in [
+        (90, 404),
+        (91, 404),
+        (92, 404),
+        (93, 404),
+        (1, 200),
+        (4, 200),
+    ] {
+        let status = server
+            .get(&format!("/apt/ci/pool/hello{n}.deb"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), want, "hello{n}.deb");
+    }
+    // Reads need pull: anonymous is refused, alice reads.
+    let pool = format!("{}/apt/ci/pool/hello1.deb", server.base);
+    assert_eq!(
+        client.get(&pool).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        client
+            .get(&pool)
+            .header("authorization", basic("alice", "alicepw"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // The audit log names who uploaded, and never holds a key.
+    let audit: Value = server
+        .get("/api/v1/audit?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uploads: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "apt-upload" && e["outcome"] == "ok")
+        .map(|e| (e["actor"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(uploads.len(), 4, "{audit}");
+    assert!(uploads.iter().any(|(actor, _)| *actor == "deploy-key"));
+    assert_eq!(
+        uploads
+            .iter()
+            .filter(|(actor, _)| *actor == "alice")
+            .count(),
+        3
+    );
+    let text = audit.to_string();
+    assert!(
+        !text.contains("ci-deploy-key") && !text.contains(&pusher) && !text.contains("alicepw")
+    );
+}
+
 #[tokio::test]
 async fn anonymous_pull_is_per_glob() {
     let server = server().await;

@@ -74,14 +74,20 @@ impl TestServer {
     /// A server with users and permissions; `client` sends `authorization` (an
     /// `Authorization` header value) on every request, so the push helpers work.
     pub async fn start_with_auth(auth: AuthSettings, authorization: Option<String>) -> TestServer {
+        TestServer::start_with_auth_and(auth, authorization, |_| {}).await
+    }
+
+    /// As [`start_with_auth`](Self::start_with_auth), with the configuration `configure`
+    /// adjusts.
+    pub async fn start_with_auth_and(
+        auth: AuthSettings,
+        authorization: Option<String>,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let mut config = ServerConfig::default();
+        configure(&mut config);
         let dir = tempfile::tempdir().expect("create a temporary data directory");
-        TestServer::start_full(
-            dir,
-            ServerConfig::default(),
-            MirrorConfig::default(),
-            (auth, authorization),
-        )
-        .await
+        TestServer::start_full(dir, config, MirrorConfig::default(), (auth, authorization)).await
     }
 
     async fn start_in(dir: TempDir, config: ServerConfig, mirror: MirrorConfig) -> TestServer {
