@@ -193,3 +193,105 @@ async fn skopeo_and_the_token_cli_work_with_credentials() {
         assert!(actions.contains(&want), "{want} not in {actions:?}");
     }
 }
+
+/// No credential reaches the log, even at debug level: passwords (right and wrong), API
+/// tokens in every header form, registry JWTs, deploy keys and the OAuth2 form.
+#[tokio::test]
+async fn no_credential_reaches_the_log() {
+    let users = format!(r#"[{{name = "alice", password_bcrypt = "{ALICE_HASH}"}}]"#);
+    let rules = r#"[{repositories = "team/*", users = ["alice"], actions = ["pull", "push"]}]"#;
+    let server = TestServer::start_with_env(&[
+        ("PINFOLD_USER", users.as_str()),
+        ("PINFOLD_PERMISSION", rules),
+        ("PINFOLD_SERVER_APT_DEPLOY_KEYS", r#"["deploy-key-4711"]"#),
+        (
+            "RUST_LOG",
+            "debug,hyper=info,h2=info,reqwest=info,sqlx=info",
+        ),
+    ])
+    .await;
+    let client = server.client();
+    let url = |path: &str| format!("{}{path}", server.url());
+    let created: Value = client
+        .post(url("/api/v1/tokens"))
+        .basic_auth("alice", Some("benchpw"))
+        .json(&serde_json::json!({"scope": "repository:team/*:pull"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let jwt: Value = client
+        .get(url(
+            "/v2/token?service=pinfold&scope=repository:team/app:pull",
+        ))
+        .basic_auth("alice", Some("benchpw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = jwt["token"].as_str().unwrap().to_owned();
+    let manifest = url("/v2/team/app/manifests/v1");
+    let attempts = [
+        client
+            .get(&manifest)
+            .basic_auth("alice", Some("wrong-password-1")),
+        client.get(&manifest).basic_auth("alice", Some(&secret)),
+        client.get(&manifest).bearer_auth(&secret),
+        client.get(&manifest).header("X-JFrog-Art-Api", &secret),
+        client.get(&manifest).bearer_auth(&jwt),
+        client.get(&manifest).bearer_auth(format!("{jwt}x")),
+        client
+            .get(&manifest)
+            .header("X-JFrog-Art-Api", "deploy-key-4711"),
+        client
+            .get(&manifest)
+            .header("X-JFrog-Art-Api", "pft_forged-token-9"),
+        client.post(url("/v2/token")).form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "wrong-password-2"),
+        ]),
+        client
+            .post(url("/v2/token"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", &secret)]),
+        client
+            .put(url("/artifactory/ci/pool/x.deb"))
+            .header("X-JFrog-Art-Api", "deploy-key-wrong")
+            .body("not a deb"),
+    ];
+    for request in attempts {
+        request.send().await.unwrap();
+    }
+    // The server logs each request at debug level: wait until the last one is in.
+    let started = std::time::Instant::now();
+    while !server.log_tail().contains("/artifactory/ci/pool/x.deb")
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = server.log_tail();
+    assert!(
+        log.contains("/v2/team/app/manifests/v1"),
+        "debug log missing:\n{log}"
+    );
+    for needle in [
+        "benchpw",
+        "wrong-password-1",
+        "wrong-password-2",
+        &secret,
+        &secret[4..],
+        &jwt,
+        jwt.split('.').nth(2).unwrap(),
+        "deploy-key-4711",
+        "deploy-key-wrong",
+        "forged-token-9",
+        "YWxpY2U6", // base64 of "alice:", the start of every Basic header of alice
+    ] {
+        assert!(!log.contains(needle), "{needle:?} is in the log:\n{log}");
+    }
+}
