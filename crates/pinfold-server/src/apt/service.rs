@@ -371,9 +371,19 @@ impl AptService {
     /// makes that unlikely, and a lost file is written again by the next reindex of its
     /// publication.
     ///
+    /// Deleting is a sweep: it takes the store's sweep lock exclusive without waiting, like
+    /// garbage collection, so a running backup (which holds it shared) never loses a file its
+    /// snapshot names. While one runs, nothing is deleted and the next pass retries.
+    ///
     /// # Errors
     /// When the metadata or the store fails.
     pub async fn collect_index_garbage(&self) -> Result<usize, AptError> {
+        let Some(_sweep) = self.inner.store.try_lock_sweep()? else {
+            tracing::debug!(
+                "index garbage kept for now: a backup or collection holds the sweep lock"
+            );
+            return Ok(0);
+        };
         let cutoff = time::OffsetDateTime::now_utc()
             - time::Duration::try_from(self.inner.settings.index_gc_grace)
                 .unwrap_or(time::Duration::HOUR);

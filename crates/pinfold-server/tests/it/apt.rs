@@ -1047,7 +1047,12 @@ async fn apt_expect_100_continue_asks_for_the_body_only_when_it_can_be_accepted(
 
 #[tokio::test]
 async fn apt_old_index_files_are_deleted_after_the_grace_period() {
-    let server = TestServer::start_with(|c| c.apt_index_gc_grace_seconds = 0).await;
+    let server = TestServer::start_with(|c| {
+        c.apt_index_gc_grace_seconds = 0;
+        // A pass every second without changes, to collect once the backup below ends.
+        c.apt_reindex_poll_seconds = 1;
+    })
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let blob_path = |bytes: &[u8]| {
         let hex = hex(&sha2::Sha256::digest(bytes));
@@ -1057,6 +1062,10 @@ async fn apt_old_index_files_are_deleted_after_the_grace_period() {
             .join(&hex[..2])
             .join(hex)
     };
+    // A backup is running (it holds the store's sweep lock shared): nothing may be deleted
+    // until it ends.
+    let store = pinfold_store::BlobStore::open(server.data_dir()).unwrap();
+    let backup = store.lock_blob_set().unwrap();
     let mut first_inrelease = None;
     let mut debs = Vec::new();
     for i in 0..5 {
@@ -1090,8 +1099,16 @@ async fn apt_old_index_files_are_deleted_after_the_grace_period() {
         debs.push((name, deb));
     }
     let first = first_inrelease.unwrap();
-    // Generation 1 fell out of the by-hash window at generation 4; with no grace period its
-    // files are deleted by the worker pass that pruned them (bounded wait).
+    // Generation 1 fell out of the by-hash window at generation 4, but the backup holds it.
+    // The reindex delay is 200 ms: after a second several collector passes have run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        blob_path(&first).exists(),
+        "an index file was deleted while a backup held the sweep lock"
+    );
+    drop(backup);
+    // Once the backup ended, with no grace period its files are deleted by the next worker
+    // pass (bounded wait).
     let start = Instant::now();
     while blob_path(&first).exists() && start.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(50)).await;
