@@ -271,7 +271,37 @@ pub async fn import(
     Ok(summary)
 }
 
-/// Reads a blob of the layout and checks its digest.
+/// Bytes per `PATCH` when import pushes a blob: large enough that a layer takes few requests,
+/// small enough to hold in memory.
+const PUSH_CHUNK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Checks that the layout's blob file at `path` hashes to `digest` (reading it in chunks) and
+/// returns its size.
+async fn verify_blob_file(path: &Path, digest: &Digest) -> Result<u64, BackupError> {
+    let owned_path = path.to_owned();
+    let algorithm = digest.algorithm();
+    let hashed = tokio::task::spawn_blocking(move || {
+        crate::files::hash_file(&owned_path, algorithm, |_| {})
+    })
+    .await
+    .map_err(|e| layout_error(path, format!("hashing task: {e}")))?;
+    let (actual, size) = match hashed {
+        Ok(found) => found,
+        Err(BackupError::Io { source, .. }) => {
+            return Err(layout_error(path, format!("blob {digest}: {source}")))
+        }
+        Err(e) => return Err(e),
+    };
+    if &actual != digest {
+        return Err(layout_error(
+            path,
+            format!("blob {digest} is corrupt: its bytes hash to {actual}"),
+        ));
+    }
+    Ok(size)
+}
+
+/// Reads a blob of the layout and checks its digest (manifests, which are small).
 async fn read_blob(dir: &Path, digest: &Digest) -> Result<Bytes, BackupError> {
     let path = blob_path(dir, digest);
     let bytes = tokio::fs::read(&path)
@@ -316,9 +346,17 @@ async fn import_manifest(
             summary.skipped += 1;
             continue;
         }
-        let content = read_blob(dir, &blob.digest).await?;
-        summary.bytes += content.len() as u64;
-        client.push_blob(repo, &blob.digest, content).await?;
+        // Layers can be gigabytes: verified by streaming over the file, then pushed in chunks,
+        // so memory stays bounded by one chunk.
+        let path = blob_path(dir, &blob.digest);
+        let size = verify_blob_file(&path, &blob.digest).await?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| BackupError::io("open", &path, e))?;
+        client
+            .push_blob_chunked(repo, &blob.digest, file, PUSH_CHUNK_BYTES)
+            .await?;
+        summary.bytes += size;
         summary.blobs += 1;
     }
     summary.bytes += bytes.len() as u64;

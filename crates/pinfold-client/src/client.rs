@@ -864,6 +864,103 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// Uploads the blob `digest` of `repo` from `reader` in chunks of at most `chunk_size`
+    /// bytes: `POST` to open a session, one `PATCH` with `Content-Range` per chunk (following
+    /// the `Location` each answer gives), then `PUT <location>?digest=`. Memory stays bounded
+    /// by one chunk whatever the blob's size, and each request is small enough to be resent
+    /// after a 401 (a token that expired during a long upload). The registry verifies the
+    /// digest at the `PUT`.
+    ///
+    /// # Errors
+    /// As [`push_blob`](Self::push_blob); [`ClientError::Io`]-like reading errors are reported
+    /// as [`ClientError::InvalidResponse`] naming the blob, and the session is abandoned (the
+    /// registry expires it).
+    pub async fn push_blob_chunked<R>(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        mut reader: R,
+        chunk_size: usize,
+    ) -> Result<(), ClientError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt as _;
+        let chunk_size = chunk_size.max(1);
+        let scope = push_scope(repo);
+        let start = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
+        let resp = self
+            .send(Method::POST, start, &scope, HeaderMap::new(), true)
+            .await?;
+        let resp = self.check(resp, &format!("{repo} upload")).await?;
+        let mut location = self.upload_location(&resp)?;
+        let mut offset = 0u64;
+        loop {
+            let mut chunk = bytes::BytesMut::with_capacity(chunk_size);
+            while chunk.len() < chunk_size {
+                let read = (&mut reader)
+                    .take((chunk_size - chunk.len()) as u64)
+                    .read_buf(&mut chunk)
+                    .await
+                    .map_err(|e| {
+                        ClientError::InvalidResponse(format!("reading blob {digest}: {e}"))
+                    })?;
+                if read == 0 {
+                    break;
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let len = chunk.len() as u64;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            let range = format!("{offset}-{}", offset + len - 1);
+            headers.insert(
+                "content-range",
+                HeaderValue::from_str(&range).expect("digits and a dash"),
+            );
+            let resp = self
+                .send_body(
+                    Method::PATCH,
+                    location,
+                    &scope,
+                    headers,
+                    false,
+                    Some(chunk.freeze()),
+                )
+                .await?;
+            let resp = self
+                .check(resp, &format!("{repo}@{digest} chunk {range}"))
+                .await?;
+            location = self.upload_location(&resp)?;
+            offset += len;
+            if len < chunk_size as u64 {
+                break;
+            }
+        }
+        location
+            .query_pairs_mut()
+            .append_pair("digest", digest.as_str());
+        let resp = self
+            .send_body(Method::PUT, location, &scope, HeaderMap::new(), true, None)
+            .await?;
+        self.check(resp, &format!("{repo}@{digest}")).await?;
+        Ok(())
+    }
+
+    /// The upload session URL an upload answer points to.
+    fn upload_location(&self, resp: &reqwest::Response) -> Result<Url, ClientError> {
+        let location = header_str(resp, reqwest::header::LOCATION.as_str())
+            .ok_or_else(|| ClientError::InvalidResponse("upload without Location".into()))?;
+        self.base
+            .join(location)
+            .map_err(|_| ClientError::InvalidResponse(format!("bad upload Location {location:?}")))
+    }
+
     /// Puts `bytes` (a manifest or index of `media_type`, sent exactly as given) at
     /// `repo:reference` and returns the digest the registry announced (checked against the
     /// bytes' own).
