@@ -919,10 +919,9 @@ impl RegistryClient {
                 HeaderValue::from_static("application/octet-stream"),
             );
             let range = format!("{offset}-{}", offset + len - 1);
-            headers.insert(
-                "content-range",
-                HeaderValue::from_str(&range).expect("digits and a dash"),
-            );
+            let value = HeaderValue::from_str(&range)
+                .map_err(|_| ClientError::InvalidResponse(format!("bad range {range}")))?;
+            headers.insert("content-range", value);
             let resp = self
                 .send_body(
                     Method::PATCH,
