@@ -89,12 +89,21 @@ pub(crate) trait Dialect {
     /// Serialises moves of one tag until the transaction ends, so that the `previous_digest`
     /// read before the move is still current when the move commits.
     async fn lock_tag(&mut self, repo: &str, tag: &str) -> Result<(), MetaError>;
+
+    /// Serialises garbage collection's decision about `digest` in repository `repo_id` with a
+    /// manifest push that references it, until the transaction ends (`gc.rs`).
+    async fn lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<(), MetaError>;
 }
 
 impl Dialect for SqliteConnection {
     async fn lock_tag(&mut self, _repo: &str, _tag: &str) -> Result<(), MetaError> {
         // `BEGIN IMMEDIATE` on the single writer connection already holds the database's only
         // write lock.
+        Ok(())
+    }
+
+    async fn lock_reference(&mut self, _repo_id: i64, _digest: &str) -> Result<(), MetaError> {
+        // As above: the single writer serialises GC and pushes.
         Ok(())
     }
 }
@@ -106,6 +115,15 @@ impl Dialect for PgConnection {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
             .bind(repo)
             .bind(tag)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+
+    async fn lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<(), MetaError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('gc:' || $1 || ':' || $2, 0))")
+            .bind(repo_id.to_string())
+            .bind(digest)
             .execute(self)
             .await?;
         Ok(())

@@ -48,6 +48,18 @@ pub enum MetaError {
         /// The manifest digest.
         digest: Digest,
     },
+    /// A manifest names blobs or child manifests the repository does not hold (any more):
+    /// checked in the transaction that records it, so a concurrent garbage collection cannot
+    /// remove them between the registry's check and the record.
+    #[error("manifest {digest} references {missing} unknown to repository {repo}")]
+    ReferencesMissing {
+        /// The repository.
+        repo: String,
+        /// The manifest.
+        digest: String,
+        /// The first missing reference.
+        missing: String,
+    },
     /// An upload session with this id is already recorded.
     #[error("upload session {0:?} already exists")]
     UploadExists(String),

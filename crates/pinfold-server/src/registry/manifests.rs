@@ -130,10 +130,27 @@ impl Registry {
                 .detail(format!("manifest {missing} is not in {repo}")));
         }
 
+        if let Some(tag) = &tag {
+            self.check_immutable(repo, tag, &digest).await?;
+        }
+
+        // GC must not delete the bytes between their write and the record (`gc.rs`); the
+        // record re-checks the references in its transaction, so a blob collected since the
+        // checks above fails the push instead of leaving a manifest with a missing blob.
+        let _writing = self.inner.file_guard.writing(&digest).await;
         self.store().put_blob(&digest, bytes.clone()).await?;
-        self.meta()
-            .put_manifest(&record, tag.as_ref(), &Self::actor(TagMoveSource::Push))
-            .await?;
+        match self
+            .meta()
+            .put_manifest_checked(&record, tag.as_ref(), &Self::actor(TagMoveSource::Push))
+            .await
+        {
+            Ok(()) => {}
+            Err(pinfold_meta::MetaError::ReferencesMissing { missing, .. }) => {
+                return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
+                    .detail(format!("{missing} is not in {repo}")))
+            }
+            Err(e) => return Err(e.into()),
+        }
         if let Some(tag) = &tag {
             self.cache().invalidate_reference(repo, tag.as_str());
         }
