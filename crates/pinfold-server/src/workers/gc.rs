@@ -31,7 +31,8 @@ impl GarbageCollector {
 
     async fn collect(&mut self) -> WorkResult {
         self.runs += 1;
-        let orphans = self.orphan_scan_every > 0 && self.runs.is_multiple_of(self.orphan_scan_every);
+        let orphans =
+            self.orphan_scan_every > 0 && self.runs.is_multiple_of(self.orphan_scan_every);
         match self.registry.collect_garbage(false, orphans).await {
             Ok(report) => Ok(format!(
                 "examined {} candidates, removed {} tags by retention, {} manifests and blob links, {} files ({} bytes)",
