@@ -31,7 +31,9 @@ use crate::v2::error::{ErrorCode, OciError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcConfig {
-    /// Seconds between two runs of the `gc` worker; 0 turns the worker off. Default 3600.
+    /// Seconds between two runs of the `gc` worker; 0 turns the worker off. Default 0 (off):
+    /// scheduled collection is opt-in until the concurrent push/pull/GC stress test has run
+    /// in CI; `POST /api/v1/gc` and `pinfold gc` run it on demand.
     pub interval_seconds: u64,
     /// Blobs and manifests created, linked or used (HEAD, GET, mount) less than this many
     /// seconds ago are never collected. Default 3600.
@@ -46,7 +48,7 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig {
-            interval_seconds: 3600,
+            interval_seconds: 0,
             grace_seconds: 3600,
             batch: 500,
             orphan_scan_every: 24,
