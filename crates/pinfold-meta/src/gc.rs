@@ -1,7 +1,7 @@
 //! Garbage collection's metadata half: which (repository, digest) pairs nothing needs any more,
 //! and removing their rows safely while pushes go on.
 //!
-//! GC never scans every blob. Migration `0004_gc.sql` keeps a table of candidates, filled by
+//! GC never scans every blob. Migration `0006_gc.sql` keeps a table of candidates, filled by
 //! triggers in the very transactions that drop a reference (a tag moved or deleted, a manifest
 //! deleted, which cascades to its blob and child references and re-enqueues its referrers) or
 //! create something that may stay unreferenced (a blob link, a manifest pushed by digest).

@@ -1,5 +1,5 @@
--- Pinfold metadata, PostgreSQL engine, migration 4: garbage collection and retention.
--- The same tables and triggers as migrations/sqlite/0004_gc.sql (which explains them).
+-- Pinfold metadata, PostgreSQL engine, migration 6: garbage collection and retention.
+-- The same tables and triggers as migrations/sqlite/0006_gc.sql (which explains them).
 
 CREATE TABLE gc_candidates (
     repo_id      BIGINT NOT NULL,

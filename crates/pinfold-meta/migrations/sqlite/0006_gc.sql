@@ -1,4 +1,4 @@
--- Pinfold metadata, SQLite engine, migration 4: garbage collection and retention.
+-- Pinfold metadata, SQLite engine, migration 6: garbage collection and retention.
 -- Same conventions as migration 1 (times in unix microseconds, identifiers compared by bytes).
 
 -- What garbage collection examines: (repository, digest) pairs that may have lost their last
@@ -25,57 +25,71 @@ CREATE INDEX gc_candidates_examined ON gc_candidates (examined_run);
 -- A new blob link (upload completed, mount, mirror fetch) may never be referenced.
 CREATE TRIGGER gc_blob_linked AFTER INSERT ON repository_blobs
 BEGIN
-    INSERT OR REPLACE INTO gc_candidates (repo_id, digest, kind, fresh_at)
+    INSERT INTO gc_candidates (repo_id, digest, kind, fresh_at)
     VALUES (new.repo_id, new.digest, 'blob',
-            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER));
+            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER))
+    ON CONFLICT (repo_id, digest, kind)
+    DO UPDATE SET fresh_at = excluded.fresh_at, examined_run = 0;
 END;
 
 -- A manifest pushed by digest may never be tagged.
 CREATE TRIGGER gc_manifest_added AFTER INSERT ON manifests
 BEGIN
-    INSERT OR REPLACE INTO gc_candidates (repo_id, digest, kind, fresh_at)
+    INSERT INTO gc_candidates (repo_id, digest, kind, fresh_at)
     VALUES (new.repo_id, new.digest, 'manifest',
-            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER));
+            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER))
+    ON CONFLICT (repo_id, digest, kind)
+    DO UPDATE SET fresh_at = excluded.fresh_at, examined_run = 0;
 END;
 
 -- A deleted manifest's referrers may have lost their subject.
 CREATE TRIGGER gc_manifest_deleted AFTER DELETE ON manifests
 BEGIN
-    INSERT OR REPLACE INTO gc_candidates (repo_id, digest, kind, fresh_at)
+    INSERT INTO gc_candidates (repo_id, digest, kind, fresh_at)
     SELECT repo_id, digest, 'manifest',
            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)
-    FROM manifests WHERE repo_id = old.repo_id AND subject_digest = old.digest;
+    FROM manifests WHERE repo_id = old.repo_id AND subject_digest = old.digest
+    ON CONFLICT (repo_id, digest, kind)
+    DO UPDATE SET fresh_at = excluded.fresh_at, examined_run = 0;
 END;
 
 -- A tag moved away from, or deleted from, a manifest.
 CREATE TRIGGER gc_tag_moved AFTER UPDATE OF digest ON tags
 WHEN old.digest <> new.digest
 BEGIN
-    INSERT OR REPLACE INTO gc_candidates (repo_id, digest, kind, fresh_at)
+    INSERT INTO gc_candidates (repo_id, digest, kind, fresh_at)
     VALUES (old.repo_id, old.digest, 'manifest',
-            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER));
+            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER))
+    ON CONFLICT (repo_id, digest, kind)
+    DO UPDATE SET fresh_at = excluded.fresh_at, examined_run = 0;
 END;
 
 CREATE TRIGGER gc_tag_deleted AFTER DELETE ON tags
 BEGIN
-    INSERT OR REPLACE INTO gc_candidates (repo_id, digest, kind, fresh_at)
+    INSERT INTO gc_candidates (repo_id, digest, kind, fresh_at)
     VALUES (old.repo_id, old.digest, 'manifest',
-            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER));
+            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER))
+    ON CONFLICT (repo_id, digest, kind)
+    DO UPDATE SET fresh_at = excluded.fresh_at, examined_run = 0;
 END;
 
 -- A manifest's references went with it (ON DELETE CASCADE fires these).
 CREATE TRIGGER gc_manifest_blob_dropped AFTER DELETE ON manifest_blobs
 BEGIN
-    INSERT OR REPLACE INTO gc_candidates (repo_id, digest, kind, fresh_at)
+    INSERT INTO gc_candidates (repo_id, digest, kind, fresh_at)
     VALUES (old.repo_id, old.blob_digest, 'blob',
-            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER));
+            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER))
+    ON CONFLICT (repo_id, digest, kind)
+    DO UPDATE SET fresh_at = excluded.fresh_at, examined_run = 0;
 END;
 
 CREATE TRIGGER gc_manifest_child_dropped AFTER DELETE ON manifest_children
 BEGIN
-    INSERT OR REPLACE INTO gc_candidates (repo_id, digest, kind, fresh_at)
+    INSERT INTO gc_candidates (repo_id, digest, kind, fresh_at)
     VALUES (old.repo_id, old.child_digest, 'manifest',
-            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER));
+            CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER))
+    ON CONFLICT (repo_id, digest, kind)
+    DO UPDATE SET fresh_at = excluded.fresh_at, examined_run = 0;
 END;
 
 -- GC asks "does a pin, drift event or open upload protect this pair?" (journal indexes are
