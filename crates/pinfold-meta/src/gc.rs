@@ -48,10 +48,14 @@ pub struct GcItem {
 /// What protects a pair for now; decided per repository by the caller (retention rules are
 /// configuration the metadata crate does not know).
 pub struct GcPolicy<'a> {
-    /// Pairs enqueued, used or created after this are kept (the grace period).
-    pub grace_cutoff: OffsetDateTime,
+    /// Pairs enqueued, used or created less than this long ago are kept (the grace period).
+    /// Measured from each batch's start, so that a pair that lost its last reference earlier
+    /// in the same run (a collected index's children, a collected subject's referrers) is
+    /// decided by the same rule as any other.
+    pub grace: std::time::Duration,
     /// For a repository, journal rows at or after the returned time protect the digests they
-    /// name; `None` means the whole journal protects them (no retention rule).
+    /// name; `None` means the whole journal protects them (no retention rule). Called when a
+    /// candidate is decided.
     pub journal_cutoff: &'a (dyn Fn(&str) -> Option<OffsetDateTime> + Send + Sync),
     /// Candidates decided per transaction (bounds how long a pass holds the write lock).
     pub batch: usize,
@@ -134,7 +138,8 @@ impl_for_connections!(GcQueries {
         policy: &GcPolicy<'_>,
         out: &mut GcSweep,
     ) -> Result<usize, MetaError> {
-        let grace = columns::micros(policy.grace_cutoff);
+        let grace = columns::now_micros()
+            .saturating_sub(i64::try_from(policy.grace.as_micros()).unwrap_or(i64::MAX));
         let limit = i64::try_from(policy.batch.max(1)).unwrap_or(i64::MAX);
         // Manifests first: removing one enqueues its blobs, decided in the same run.
         let rows: Vec<(i64, String, String, i64, String)> = sqlx::query_as(

@@ -273,11 +273,18 @@ impl Registry {
             return Ok(());
         };
         match self.meta().resolve_tag(repo, tag).await? {
-            Some(current) if &current.digest != to => Err(OciError::new(ErrorCode::Denied)
-                .detail(format!(
-                    "tag {tag} of {repo} is immutable (rule repositories = {:?}, tags = {:?}): it points at {} and cannot move to {to}",
-                    rule.repositories, rule.tags, current.digest
-                ))),
+            Some(current) if &current.digest != to => {
+                let message = format!(
+                    "tag {tag} of {repo} is immutable: it points at {} and cannot move to {to}",
+                    current.digest
+                );
+                Err(OciError::new(ErrorCode::Denied)
+                    .detail(format!(
+                        "{message} (rule repositories = {:?}, tags = {:?})",
+                        rule.repositories, rule.tags
+                    ))
+                    .with_message(message))
+            }
             _ => Ok(()),
         }
     }
@@ -314,7 +321,6 @@ impl Registry {
         let started_at = OffsetDateTime::now_utc();
         let config = &self.rules().gc;
         let grace = Duration::from_secs(config.grace_seconds);
-        let grace_cutoff = before(started_at, grace);
 
         let retention_removed = self.apply_retention(started_at, dry_run).await?;
 
@@ -333,14 +339,16 @@ impl Registry {
         }
 
         let rules = self.rules().clone();
+        // Decided at each candidate, so journal rows written during the run (retention's own
+        // removals above) leave a zero-day retention at once.
         let journal_cutoff = move |repo: &str| {
             rules
                 .retention_rule(repo)
                 .and_then(|r| r.journal_days)
-                .map(|d| before(started_at, days(d)))
+                .map(|d| before(OffsetDateTime::now_utc(), days(d)))
         };
         let policy = GcPolicy {
-            grace_cutoff,
+            grace,
             journal_cutoff: &journal_cutoff,
             batch: config.batch,
         };
