@@ -93,6 +93,11 @@ pub(crate) trait Dialect {
     /// Serialises garbage collection's decision about `digest` in repository `repo_id` with a
     /// manifest push that references it, until the transaction ends (`gc.rs`).
     async fn lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<(), MetaError>;
+
+    /// [`Dialect::lock_reference`] without waiting: `false` when a push holds it. Garbage
+    /// collection never waits for a reference lock, so it cannot deadlock with pushes that
+    /// lock several references.
+    async fn try_lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<bool, MetaError>;
 }
 
 impl Dialect for SqliteConnection {
@@ -105,6 +110,14 @@ impl Dialect for SqliteConnection {
     async fn lock_reference(&mut self, _repo_id: i64, _digest: &str) -> Result<(), MetaError> {
         // As above: the single writer serialises GC and pushes.
         Ok(())
+    }
+
+    async fn try_lock_reference(
+        &mut self,
+        _repo_id: i64,
+        _digest: &str,
+    ) -> Result<bool, MetaError> {
+        Ok(true)
     }
 }
 
@@ -127,6 +140,16 @@ impl Dialect for PgConnection {
             .execute(self)
             .await?;
         Ok(())
+    }
+
+    async fn try_lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<bool, MetaError> {
+        Ok(sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('gc:' || $1 || ':' || $2, 0))",
+        )
+        .bind(repo_id.to_string())
+        .bind(digest)
+        .fetch_one(self)
+        .await?)
     }
 }
 

@@ -60,6 +60,16 @@ pub enum MetaError {
         /// The first missing reference.
         missing: String,
     },
+    /// An immutable tag already points at another digest (nothing recorded).
+    #[error("tag {tag} of {repo} is immutable: it points at {current}")]
+    TagImmutable {
+        /// The repository.
+        repo: String,
+        /// The tag.
+        tag: String,
+        /// The digest it keeps.
+        current: String,
+    },
     /// An upload session with this id is already recorded.
     #[error("upload session {0:?} already exists")]
     UploadExists(String),

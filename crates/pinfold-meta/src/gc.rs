@@ -9,8 +9,9 @@
 //! [`Meta::gc_enqueue_expired_journal`]. A run examines only those rows, so its cost follows
 //! the churn since the last run, not the size of the registry.
 //!
-//! Each candidate is decided inside a write transaction after [`Dialect::lock_reference`] (the
-//! lock [`Meta::put_manifest_checked`] takes for every reference of a pushed manifest), so a
+//! Each candidate is decided inside a write transaction holding [`Dialect::try_lock_reference`]
+//! (the lock [`Meta::put_manifest_checked`] takes for every reference of a pushed manifest; GC
+//! never waits for it: a candidate whose lock is held is left for the next run), so a
 //! push that references a blob either commits before (and GC sees the reference) or after
 //! (and finds the link gone, failing cleanly). Protections that end by themselves (the grace
 //! period, the journal's retention, mirror pins, drift events, open upload sessions) keep the
@@ -154,8 +155,11 @@ impl_for_connections!(GcQueries {
         .await?;
         let examined = rows.len();
         for (repo_id, digest, kind, fresh_at, repo_name) in rows {
-            self.lock_reference(repo_id, &digest).await?;
-            let decision = if kind == "manifest" {
+            // A push recording a manifest that references this pair holds its lock: decide it
+            // next run rather than wait (waiting could deadlock with a push locking several).
+            let decision = if !self.try_lock_reference(repo_id, &digest).await? {
+                Decision::Keep
+            } else if kind == "manifest" {
                 self.decide_manifest(repo_id, &digest, fresh_at, &repo_name, grace, policy)
                     .await?
             } else {

@@ -36,7 +36,7 @@ impl Meta {
         tag: Option<&Tag>,
         mv: &TagMove,
     ) -> Result<(), MetaError> {
-        self.record_manifest(manifest, tag, mv, false).await
+        self.record_manifest(manifest, tag, mv, false, false).await
     }
 
     /// [`Meta::put_manifest`] for a client's push: the same transaction also checks that the
@@ -45,16 +45,23 @@ impl Meta {
     /// instead of leaving a manifest with missing references. (The mirror records manifests
     /// whose blobs it fetches later, so it uses [`Meta::put_manifest`].)
     ///
+    /// With `tag_immutable`, the same transaction also refuses to move an existing `tag` to
+    /// another digest (checked under the tag's lock, so two concurrent pushes of different
+    /// digests to a new immutable tag cannot both win).
+    ///
     /// # Errors
     ///
-    /// [`MetaError::ReferencesMissing`] (nothing recorded), and those of [`Meta::put_manifest`].
+    /// [`MetaError::ReferencesMissing`], [`MetaError::TagImmutable`] (nothing recorded), and
+    /// those of [`Meta::put_manifest`].
     pub async fn put_manifest_checked(
         &self,
         manifest: &NewManifest,
         tag: Option<&Tag>,
         mv: &TagMove,
+        tag_immutable: bool,
     ) -> Result<(), MetaError> {
-        self.record_manifest(manifest, tag, mv, true).await
+        self.record_manifest(manifest, tag, mv, true, tag_immutable)
+            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(repo = %manifest.repo, digest = %manifest.digest))]
@@ -64,6 +71,7 @@ impl Meta {
         tag: Option<&Tag>,
         mv: &TagMove,
         check_references: bool,
+        tag_immutable: bool,
     ) -> Result<(), MetaError> {
         let size = columns::size_to_db(manifest.size)?;
         let annotations = columns::annotations_to_db(manifest.annotations.as_ref())?;
@@ -73,10 +81,17 @@ impl Meta {
             let mut tx = db.write().await?;
             let id = tx.ensure_repo(&manifest.repo).await?;
             if check_references {
-                // Same lock order as GC (`gc.rs`): the manifest itself, then its references.
-                tx.lock_reference(id, manifest.digest.as_str()).await?;
-                for digest in manifest.blobs.iter().chain(&manifest.children) {
-                    tx.lock_reference(id, digest.as_str()).await?;
+                // The manifest and its references, in digest order, so two pushes sharing
+                // references cannot deadlock (GC only tries these locks: `gc.rs`).
+                let mut locks: Vec<&str> = std::iter::once(&manifest.digest)
+                    .chain(&manifest.blobs)
+                    .chain(&manifest.children)
+                    .map(Digest::as_str)
+                    .collect();
+                locks.sort_unstable();
+                locks.dedup();
+                for digest in locks {
+                    tx.lock_reference(id, digest).await?;
                 }
                 for blob in &manifest.blobs {
                     let held: Option<i64> = sqlx::query_scalar(
@@ -165,6 +180,23 @@ impl Meta {
                     .bind(child.as_str())
                     .execute(&mut *tx)
                     .await?;
+                }
+            }
+
+            if let (Some(tag), true) = (tag, tag_immutable) {
+                tx.lock_tag(manifest.repo.as_str(), tag.as_str()).await?;
+                let current: Option<String> =
+                    sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                        .bind(id)
+                        .bind(tag.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(current) = current.filter(|c| c != manifest.digest.as_str()) {
+                    return Err(MetaError::TagImmutable {
+                        repo: manifest.repo.to_string(),
+                        tag: tag.to_string(),
+                        current,
+                    });
                 }
             }
 

@@ -1396,13 +1396,13 @@ pub async fn gc_candidates_tolerate_repeated_references(meta: &Meta) {
         }
     }
     for _ in 0..3 {
-        meta.put_manifest_checked(&a, Some(&t), &push())
+        meta.put_manifest_checked(&a, Some(&t), &push(), false)
             .await
             .unwrap();
-        meta.put_manifest_checked(&b, Some(&t), &push())
+        meta.put_manifest_checked(&b, Some(&t), &push(), false)
             .await
             .unwrap();
-        meta.put_manifest_checked(&b, Some(&t), &push())
+        meta.put_manifest_checked(&b, Some(&t), &push(), false)
             .await
             .unwrap();
     }
@@ -1410,7 +1410,7 @@ pub async fn gc_candidates_tolerate_repeated_references(meta: &Meta) {
     meta.delete_manifest(&r, &a.digest, &delete())
         .await
         .unwrap();
-    meta.put_manifest_checked(&a, Some(&t), &push())
+    meta.put_manifest_checked(&a, Some(&t), &push(), false)
         .await
         .unwrap();
     meta.delete_manifest(&r, &a.digest, &delete())
@@ -1423,7 +1423,7 @@ pub async fn gc_candidates_tolerate_repeated_references(meta: &Meta) {
     // A manifest that names a blob the repository does not hold is refused, recording nothing.
     let orphan = image("gc/app", "orphan");
     match meta
-        .put_manifest_checked(&orphan, Some(&tag("o")), &push())
+        .put_manifest_checked(&orphan, Some(&tag("o")), &push(), false)
         .await
     {
         Err(MetaError::ReferencesMissing { missing, .. }) => {
@@ -1432,6 +1432,30 @@ pub async fn gc_candidates_tolerate_repeated_references(meta: &Meta) {
         other => panic!("expected ReferencesMissing, got {other:?}"),
     }
     assert!(meta.manifest(&r, &orphan.digest).await.unwrap().is_none());
+
+    // An immutable tag: the same digest again is fine, another is refused in the transaction.
+    meta.put_manifest_checked(&a, Some(&tag("frozen")), &push(), true)
+        .await
+        .unwrap();
+    meta.put_manifest_checked(&a, Some(&tag("frozen")), &push(), true)
+        .await
+        .unwrap();
+    match meta
+        .put_manifest_checked(&b, Some(&tag("frozen")), &push(), true)
+        .await
+    {
+        Err(MetaError::TagImmutable { current, .. }) => assert_eq!(current, a.digest.to_string()),
+        other => panic!("expected TagImmutable, got {other:?}"),
+    }
+    assert_eq!(
+        meta.resolve_tag(&r, &tag("frozen"))
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        a.digest
+    );
+    assert_eq!(meta.tag_history(&r, &tag("frozen")).await.unwrap().len(), 1);
 }
 
 /// Untagged manifests and unreferenced blob links go (with their cascades, in one run); tagged
@@ -1451,13 +1475,13 @@ pub async fn gc_collects_only_what_nothing_protects(meta: &Meta) {
     }
     let lone = digest("lone");
     meta.link_blob(&r, &lone, 10).await.unwrap();
-    meta.put_manifest_checked(&moved_away, Some(&tag("v1")), &push())
+    meta.put_manifest_checked(&moved_away, Some(&tag("v1")), &push(), false)
         .await
         .unwrap();
-    meta.put_manifest_checked(&tagged, Some(&tag("v1")), &push())
+    meta.put_manifest_checked(&tagged, Some(&tag("v1")), &push(), false)
         .await
         .unwrap();
-    meta.put_manifest_checked(&untagged, None, &push())
+    meta.put_manifest_checked(&untagged, None, &push(), false)
         .await
         .unwrap();
     let pending = meta.gc_pending().await.unwrap();

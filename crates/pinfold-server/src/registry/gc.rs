@@ -262,31 +262,46 @@ impl Registry {
     /// Refuses moving an immutable tag of `repo` to another digest than the one it has.
     ///
     /// # Errors
-    /// DENIED naming the rule.
+    /// DENIED naming the tag and both digests.
     pub(crate) async fn check_immutable(
         &self,
         repo: &RepoName,
         tag: &Tag,
         to: &Digest,
     ) -> Result<(), OciError> {
-        let Some(rule) = self.rules().immutable_rule(repo.as_str(), tag.as_str()) else {
+        if self
+            .rules()
+            .immutable_rule(repo.as_str(), tag.as_str())
+            .is_none()
+        {
             return Ok(());
-        };
+        }
         match self.meta().resolve_tag(repo, tag).await? {
-            Some(current) if &current.digest != to => {
-                let message = format!(
-                    "tag {tag} of {repo} is immutable: it points at {} and cannot move to {to}",
-                    current.digest
-                );
-                Err(OciError::new(ErrorCode::Denied)
-                    .detail(format!(
-                        "{message} (rule repositories = {:?}, tags = {:?})",
-                        rule.repositories, rule.tags
-                    ))
-                    .with_message(message))
-            }
+            Some(current) if &current.digest != to => Err(Self::immutable_refusal(
+                repo,
+                Some(tag),
+                current.digest.as_str(),
+                to,
+            )),
             _ => Ok(()),
         }
+    }
+
+    /// The DENIED answer to moving immutable `tag` from `current` to `to`. The explanation is
+    /// the message itself: skopeo and docker print `message`, not `detail`.
+    pub(crate) fn immutable_refusal(
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        current: &str,
+        to: &Digest,
+    ) -> OciError {
+        let tag = tag.map(Tag::as_str).unwrap_or_default();
+        let message = format!(
+            "tag {tag} of {repo} is immutable: it points at {current} and cannot move to {to}"
+        );
+        OciError::new(ErrorCode::Denied)
+            .detail(message.clone())
+            .with_message(message)
     }
 
     /// The last real run's report (JSON text as recorded), if any.

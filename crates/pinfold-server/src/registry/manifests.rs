@@ -130,9 +130,17 @@ impl Registry {
                 .detail(format!("manifest {missing} is not in {repo}")));
         }
 
-        if let Some(tag) = &tag {
-            self.check_immutable(repo, tag, &digest).await?;
-        }
+        // Refused here before the bytes are written, and again in the recording transaction
+        // (a concurrent push may set the tag in between).
+        let immutable = match &tag {
+            Some(tag) => {
+                self.check_immutable(repo, tag, &digest).await?;
+                self.rules()
+                    .immutable_rule(repo.as_str(), tag.as_str())
+                    .is_some()
+            }
+            None => false,
+        };
 
         // GC must not delete the bytes between their write and the record (`gc.rs`); the
         // record re-checks the references in its transaction, so a blob collected since the
@@ -141,10 +149,23 @@ impl Registry {
         self.store().put_blob(&digest, bytes.clone()).await?;
         match self
             .meta()
-            .put_manifest_checked(&record, tag.as_ref(), &Self::actor(TagMoveSource::Push))
+            .put_manifest_checked(
+                &record,
+                tag.as_ref(),
+                &Self::actor(TagMoveSource::Push),
+                immutable,
+            )
             .await
         {
             Ok(()) => {}
+            Err(pinfold_meta::MetaError::TagImmutable { current, .. }) => {
+                return Err(Self::immutable_refusal(
+                    repo,
+                    tag.as_ref(),
+                    &current,
+                    &digest,
+                ))
+            }
             Err(pinfold_meta::MetaError::ReferencesMissing { missing, .. }) => {
                 return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
                     .detail(format!("{missing} is not in {repo}")))
