@@ -89,6 +89,11 @@ CREATE INDEX tag_journal_at ON tag_journal (at);
 CREATE INDEX drift_events_digests ON drift_events (repository, upstream_digest);
 CREATE INDEX drift_events_pinned ON drift_events (repository, pinned_digest);
 CREATE INDEX uploads_repo ON uploads (repo_id);
+-- By digest alone in every table that names files (see the SQLite migration).
+CREATE INDEX manifests_digest ON manifests (digest);
+CREATE INDEX apt_packages_sha256 ON apt_packages (sha256);
+CREATE INDEX apt_snapshot_packages_sha256 ON apt_snapshot_packages (sha256);
+CREATE INDEX apt_index_files_sha256 ON apt_index_files (sha256);
 
 CREATE TABLE gc_state (
     id             INTEGER PRIMARY KEY CHECK (id = 1),

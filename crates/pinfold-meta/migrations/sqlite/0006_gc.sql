@@ -97,6 +97,12 @@ END;
 CREATE INDEX drift_events_digests ON drift_events (repository, upstream_digest);
 CREATE INDEX drift_events_pinned ON drift_events (repository, pinned_digest);
 CREATE INDEX uploads_repo ON uploads (repo_id);
+-- "Does any row still name this digest?" (asked for every collected pair before its file goes)
+-- must not scan: by digest alone in every table that names files.
+CREATE INDEX manifests_digest ON manifests (digest);
+CREATE INDEX apt_packages_sha256 ON apt_packages (sha256);
+CREATE INDEX apt_snapshot_packages_sha256 ON apt_snapshot_packages (sha256);
+CREATE INDEX apt_index_files_sha256 ON apt_index_files (sha256);
 
 -- One row: the last GC run's outcome (served by GET /api/v1/gc) and how far journal expiry was
 -- processed.
