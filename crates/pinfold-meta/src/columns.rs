@@ -96,6 +96,7 @@ pub(crate) fn source(value: String) -> Result<TagMoveSource, MetaError> {
         "mirror" => TagMoveSource::Mirror,
         "promote" => TagMoveSource::Promote,
         "restore" => TagMoveSource::Restore,
+        "retention" => TagMoveSource::Retention,
         _ => {
             return Err(MetaError::CorruptValue {
                 what: "tag move source",

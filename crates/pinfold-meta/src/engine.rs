@@ -89,6 +89,15 @@ pub(crate) trait Dialect {
     /// Serialises moves of one tag until the transaction ends, so that the `previous_digest`
     /// read before the move is still current when the move commits.
     async fn lock_tag(&mut self, repo: &str, tag: &str) -> Result<(), MetaError>;
+
+    /// Serialises garbage collection's decision about `digest` in repository `repo_id` with a
+    /// manifest push that references it, until the transaction ends (`gc.rs`).
+    async fn lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<(), MetaError>;
+
+    /// [`Dialect::lock_reference`] without waiting: `false` when a push holds it. Garbage
+    /// collection never waits for a reference lock, so it cannot deadlock with pushes that
+    /// lock several references.
+    async fn try_lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<bool, MetaError>;
 }
 
 impl Dialect for SqliteConnection {
@@ -96,6 +105,19 @@ impl Dialect for SqliteConnection {
         // `BEGIN IMMEDIATE` on the single writer connection already holds the database's only
         // write lock.
         Ok(())
+    }
+
+    async fn lock_reference(&mut self, _repo_id: i64, _digest: &str) -> Result<(), MetaError> {
+        // As above: the single writer serialises GC and pushes.
+        Ok(())
+    }
+
+    async fn try_lock_reference(
+        &mut self,
+        _repo_id: i64,
+        _digest: &str,
+    ) -> Result<bool, MetaError> {
+        Ok(true)
     }
 }
 
@@ -109,6 +131,25 @@ impl Dialect for PgConnection {
             .execute(self)
             .await?;
         Ok(())
+    }
+
+    async fn lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<(), MetaError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('gc:' || $1 || ':' || $2, 0))")
+            .bind(repo_id.to_string())
+            .bind(digest)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+
+    async fn try_lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<bool, MetaError> {
+        Ok(sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('gc:' || $1 || ':' || $2, 0))",
+        )
+        .bind(repo_id.to_string())
+        .bind(digest)
+        .fetch_one(self)
+        .await?)
     }
 }
 

@@ -48,6 +48,28 @@ pub enum MetaError {
         /// The manifest digest.
         digest: Digest,
     },
+    /// A manifest names blobs or child manifests the repository does not hold (any more):
+    /// checked in the transaction that records it, so a concurrent garbage collection cannot
+    /// remove them between the registry's check and the record.
+    #[error("manifest {digest} references {missing} unknown to repository {repo}")]
+    ReferencesMissing {
+        /// The repository.
+        repo: String,
+        /// The manifest.
+        digest: String,
+        /// The first missing reference.
+        missing: String,
+    },
+    /// An immutable tag already points at another digest (nothing recorded).
+    #[error("tag {tag} of {repo} is immutable: it points at {current}")]
+    TagImmutable {
+        /// The repository.
+        repo: String,
+        /// The tag.
+        tag: String,
+        /// The digest it keeps.
+        current: String,
+    },
     /// An upload session with this id is already recorded.
     #[error("upload session {0:?} already exists")]
     UploadExists(String),

@@ -33,6 +33,7 @@ mod columns;
 mod config;
 mod engine;
 mod error;
+mod gc;
 mod journal;
 mod manifests;
 mod mirror;
@@ -52,6 +53,7 @@ pub use auth::{ApiToken, AuditEvent, NewAuditEvent};
 pub use config::MetaConfig;
 pub use engine::Meta;
 pub use error::MetaError;
+pub use gc::{GcItem, GcKind, GcPolicy, GcSweep};
 pub use mirror::{DriftEvent, DriftResolution, MirrorTagState, UpstreamObservation};
 pub use model::{
     JournalEntry, ManifestRecord, NewManifest, ReferrerRecord, TagMove, TagMoveSource, UploadRecord,

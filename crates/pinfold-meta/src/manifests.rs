@@ -2,7 +2,7 @@
 
 use pinfold_oci::{Digest, RepoName, Tag};
 
-use crate::engine::on_engine;
+use crate::engine::{on_engine, Dialect};
 use crate::repositories::RepoQueries;
 use crate::tags::TagQueries;
 use crate::{columns, ManifestRecord, Meta, MetaError, NewManifest, ReferrerRecord, TagMove};
@@ -30,12 +30,48 @@ impl Meta {
     ///
     /// [`MetaError::SizeTooLarge`], [`MetaError::AnnotationsEncoding`], [`MetaError::Database`];
     /// nothing is recorded then.
-    #[tracing::instrument(level = "debug", skip_all, fields(repo = %manifest.repo, digest = %manifest.digest))]
     pub async fn put_manifest(
         &self,
         manifest: &NewManifest,
         tag: Option<&Tag>,
         mv: &TagMove,
+    ) -> Result<(), MetaError> {
+        self.record_manifest(manifest, tag, mv, false, false).await
+    }
+
+    /// [`Meta::put_manifest`] for a client's push: the same transaction also checks that the
+    /// repository still holds every blob and child manifest the manifest references, so a
+    /// garbage collection that removed one after the registry's own check makes the push fail
+    /// instead of leaving a manifest with missing references. (The mirror records manifests
+    /// whose blobs it fetches later, so it uses [`Meta::put_manifest`].)
+    ///
+    /// With `tag_immutable`, the same transaction also refuses to move an existing `tag` to
+    /// another digest (checked under the tag's lock, so two concurrent pushes of different
+    /// digests to a new immutable tag cannot both win).
+    ///
+    /// # Errors
+    ///
+    /// [`MetaError::ReferencesMissing`], [`MetaError::TagImmutable`] (nothing recorded), and
+    /// those of [`Meta::put_manifest`].
+    pub async fn put_manifest_checked(
+        &self,
+        manifest: &NewManifest,
+        tag: Option<&Tag>,
+        mv: &TagMove,
+        tag_immutable: bool,
+    ) -> Result<(), MetaError> {
+        self.record_manifest(manifest, tag, mv, true, tag_immutable)
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(repo = %manifest.repo, digest = %manifest.digest))]
+    async fn record_manifest(
+        &self,
+        manifest: &NewManifest,
+        tag: Option<&Tag>,
+        mv: &TagMove,
+        check_references: bool,
+        tag_immutable: bool,
     ) -> Result<(), MetaError> {
         let size = columns::size_to_db(manifest.size)?;
         let annotations = columns::annotations_to_db(manifest.annotations.as_ref())?;
@@ -44,6 +80,63 @@ impl Meta {
         on_engine!(self, |db| {
             let mut tx = db.write().await?;
             let id = tx.ensure_repo(&manifest.repo).await?;
+            if check_references {
+                // The manifest and its references, in digest order, so two pushes sharing
+                // references cannot deadlock (GC only tries these locks: `gc.rs`).
+                let mut locks: Vec<&str> = std::iter::once(&manifest.digest)
+                    .chain(&manifest.blobs)
+                    .chain(&manifest.children)
+                    .map(Digest::as_str)
+                    .collect();
+                locks.sort_unstable();
+                locks.dedup();
+                for digest in locks {
+                    tx.lock_reference(id, digest).await?;
+                }
+                for blob in &manifest.blobs {
+                    let held: Option<i64> = sqlx::query_scalar(
+                        "SELECT repo_id FROM repository_blobs WHERE repo_id = $1 AND digest = $2",
+                    )
+                    .bind(id)
+                    .bind(blob.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let held = held.is_some()
+                        // A manifest may reference another manifest's bytes as a blob only in
+                        // odd artifacts; a manifest row holds those bytes as well.
+                        || sqlx::query_scalar::<_, i64>(
+                            "SELECT repo_id FROM manifests WHERE repo_id = $1 AND digest = $2",
+                        )
+                        .bind(id)
+                        .bind(blob.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                    if !held {
+                        return Err(MetaError::ReferencesMissing {
+                            repo: manifest.repo.to_string(),
+                            digest: manifest.digest.to_string(),
+                            missing: blob.to_string(),
+                        });
+                    }
+                }
+                for child in &manifest.children {
+                    let held: Option<i64> = sqlx::query_scalar(
+                        "SELECT repo_id FROM manifests WHERE repo_id = $1 AND digest = $2",
+                    )
+                    .bind(id)
+                    .bind(child.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if held.is_none() {
+                        return Err(MetaError::ReferencesMissing {
+                            repo: manifest.repo.to_string(),
+                            digest: manifest.digest.to_string(),
+                            missing: child.to_string(),
+                        });
+                    }
+                }
+            }
             let inserted = sqlx::query(
                 "INSERT INTO manifests \
                    (repo_id, digest, media_type, size, artifact_type, subject_digest, annotations, \
@@ -87,6 +180,23 @@ impl Meta {
                     .bind(child.as_str())
                     .execute(&mut *tx)
                     .await?;
+                }
+            }
+
+            if let (Some(tag), true) = (tag, tag_immutable) {
+                tx.lock_tag(manifest.repo.as_str(), tag.as_str()).await?;
+                let current: Option<String> =
+                    sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                        .bind(id)
+                        .bind(tag.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(current) = current.filter(|c| c != manifest.digest.as_str()) {
+                    return Err(MetaError::TagImmutable {
+                        repo: manifest.repo.to_string(),
+                        tag: tag.to_string(),
+                        current,
+                    });
                 }
             }
 

@@ -20,6 +20,8 @@ pub enum TagMoveSource {
     Promote,
     /// A backup was restored.
     Restore,
+    /// A retention rule removed the tag (garbage collection).
+    Retention,
 }
 
 impl TagMoveSource {
@@ -31,6 +33,7 @@ impl TagMoveSource {
             TagMoveSource::Mirror => "mirror",
             TagMoveSource::Promote => "promote",
             TagMoveSource::Restore => "restore",
+            TagMoveSource::Retention => "retention",
         }
     }
 }

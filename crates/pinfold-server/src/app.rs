@@ -98,13 +98,15 @@ pub async fn open_registry(
             config.max_blob_bytes,
         )?)
     };
-    Ok(Registry::new(
+    let registry = Registry::new(
         store,
         meta,
         config.manifest_cache_bytes,
         config.max_blob_bytes,
         mirror,
-    ))
+    );
+    registry.set_rules(config.rules.clone());
+    Ok(registry)
 }
 
 /// A bound, ready-to-run server.
@@ -207,6 +209,13 @@ impl Server {
             Duration::from_secs(config.upload_idle_expiry_seconds),
             Duration::from_secs(config.upload_janitor_interval_seconds),
         ));
+        if config.rules.gc.interval_seconds > 0 {
+            workers.spawn(crate::workers::GarbageCollector::new(
+                registry.clone(),
+                Duration::from_secs(config.rules.gc.interval_seconds),
+                config.rules.gc.orphan_scan_every,
+            ));
+        }
         if let Some(mirror) = registry.mirror() {
             workers.spawn(DriftPoller::new(mirror.clone()));
         }

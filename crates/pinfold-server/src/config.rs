@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// Seconds an index file pruned from the by-hash window (three generations) stays stored
     /// before its blob is deleted. Default 3600.
     pub apt_index_gc_grace_seconds: u64,
+    /// Garbage collection, retention and immutable tags: `[gc]`, `[[retention]]` and
+    /// `[[immutable]]` at the top level of `pinfold.toml` (the binary moves them here).
+    #[serde(skip)]
+    pub rules: crate::registry::gc::GcRules,
 }
 
 impl ServerConfig {
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
             apt_reindex_delay_ms: 200,
             apt_reindex_poll_seconds: 30,
             apt_index_gc_grace_seconds: 3600,
+            rules: crate::registry::gc::GcRules::default(),
         }
     }
 }

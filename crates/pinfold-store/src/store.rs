@@ -727,6 +727,36 @@ impl BlobStore {
         .await
     }
 
+    /// Deletes a blob file unless it was written at or after `cutoff` (its modification time;
+    /// a blob rewritten by an upload or a push is as fresh as a new one). `Ok(false)` when it
+    /// is fresh or absent. Garbage collection calls this after the metadata stopped naming the
+    /// digest, so a concurrent re-upload of the same bytes is never deleted under its writer.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the file cannot be inspected or removed.
+    pub async fn delete_blob_older_than(
+        &self,
+        digest: &Digest,
+        cutoff: std::time::SystemTime,
+    ) -> Result<bool, StoreError> {
+        let path = self.inner.layout.blob_path(digest);
+        blocking("remove blob", &path.clone(), move || {
+            let Some(meta) = found(fs::metadata(&path), "inspect blob", &path)? else {
+                return Ok(false);
+            };
+            let modified = meta.modified().map_err(|source| StoreError::Io {
+                op: "inspect blob",
+                path: path.display().to_string(),
+                source,
+            })?;
+            if modified >= cutoff {
+                return Ok(false);
+            }
+            Ok(found(fs::remove_file(&path), "remove blob", &path)?.is_some())
+        })
+        .await
+    }
+
     /// The digests of all stored blobs, in no particular order (for garbage collection,
     /// verification and backup). Temp files and anything not named like a blob are skipped.
     ///

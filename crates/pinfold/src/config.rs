@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use pinfold_meta::MetaConfig;
 use pinfold_mirror::{MirrorConfig, MirrorSettings, UpstreamConfig};
+use pinfold_server::registry::gc::{GcConfig, GcRules, ImmutableRule, RetentionRule};
 use pinfold_server::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections of the file, each owned by the crate it configures.
-const SECTIONS: [&str; 5] = ["server", "meta", "mirror", "backup", "auth"];
+const SECTIONS: [&str; 6] = ["server", "meta", "mirror", "backup", "auth", "gc"];
 
 /// `PINFOLD_*` variables that are not configuration of `pinfold serve` but of the client
 /// commands (`pinfold drift`, `promote`, `history`): skipped here, so exporting them does not
@@ -46,6 +47,12 @@ pub struct Config {
     pub user: Vec<pinfold_auth::UserConfig>,
     /// Permission rules (`[[permission]]`).
     pub permission: Vec<pinfold_auth::PermissionRule>,
+    /// Garbage collection (`[gc]`).
+    pub gc: GcConfig,
+    /// Retention rules (`[[retention]]`, first matching pattern applies).
+    pub retention: Vec<RetentionRule>,
+    /// Immutable-tag rules (`[[immutable]]`).
+    pub immutable: Vec<ImmutableRule>,
 }
 
 impl Default for Config {
@@ -61,6 +68,9 @@ impl Default for Config {
             auth: Default::default(),
             user: Vec::new(),
             permission: Vec::new(),
+            gc: GcConfig::default(),
+            retention: Vec::new(),
+            immutable: Vec::new(),
         }
     }
 }
@@ -113,6 +123,18 @@ impl Config {
 }
 
 impl Config {
+    /// The server's settings with the GC, retention and immutability rules in them.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            rules: GcRules {
+                gc: self.gc.clone(),
+                retention: self.retention.clone(),
+                immutable: self.immutable.clone(),
+            },
+            ..self.server.clone()
+        }
+    }
+
     /// The mirror's configuration: the upstreams and the poller settings.
     pub fn mirror_config(&self) -> MirrorConfig {
         MirrorConfig {

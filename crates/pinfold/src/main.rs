@@ -122,6 +122,11 @@ enum Command {
     ///
     /// Exit codes: 0 imported; 2 error.
     Import(cmd::durability::ImportArgs),
+    /// Garbage collection on a running server: removes what no tag, journal entry, pin,
+    /// referrer, index or upload needs (`--dry-run` lists it instead).
+    ///
+    /// Exit codes: 0 done; 2 error (also when a GC or backup is already running).
+    Gc(cmd::gc::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -179,5 +184,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Export(args) => runtime.block_on(cmd::durability::export(args)),
         Command::Import(args) => runtime.block_on(cmd::durability::import(args)),
+        Command::Gc(args) => runtime.block_on(cmd::gc::run(args)),
     }
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use pinfold_meta::{
     AptAddOutcome, AptIndexFile, AptPackage, AptPublishSource, AptRepoKind, DriftResolution,
-    JournalEntry, Meta, MetaError, NewAptRepo, NewManifest, TagMove, TagMoveSource,
+    GcKind, GcPolicy, GcSweep, JournalEntry, Meta, MetaError, NewAptRepo, NewManifest, TagMove,
+    TagMoveSource,
 };
 use pinfold_oci::{Digest, RepoName, Tag};
 use time::OffsetDateTime;
@@ -35,6 +36,9 @@ macro_rules! for_each_suite_test {
             blob_references_name_every_needed_blob,
             tokens_are_found_by_hash_listed_and_revoked,
             audit_log_filters_and_is_append_only,
+            gc_candidates_tolerate_repeated_references,
+            gc_collects_only_what_nothing_protects,
+            gc_keeps_digests_named_by_drift_events_and_pins,
         );
     };
 }
@@ -1349,4 +1353,218 @@ pub async fn audit_log_filters_and_is_append_only(meta: &Meta) {
         .unwrap()
         .is_empty());
     assert!(all[0].at <= all[2].at);
+}
+
+/// A GC pass with no grace period; the journal protects what it names only with
+/// `journal_forever` (otherwise rows older than now have left their retention).
+async fn collect(meta: &Meta, journal_forever: bool, dry_run: bool) -> GcSweep {
+    let cutoff = move |_: &str| (!journal_forever).then(OffsetDateTime::now_utc);
+    let policy = GcPolicy {
+        grace: std::time::Duration::ZERO,
+        journal_cutoff: &cutoff,
+        batch: 2,
+    };
+    meta.gc_collect(&policy, dry_run).await.unwrap()
+}
+
+fn swept(sweep: &GcSweep, kind: GcKind) -> Vec<Digest> {
+    let mut out: Vec<Digest> = sweep
+        .deleted
+        .iter()
+        .filter(|i| i.kind == kind)
+        .map(|i| i.digest.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+fn sorted(mut digests: Vec<Digest>) -> Vec<Digest> {
+    digests.sort();
+    digests
+}
+
+/// The triggers that enqueue GC candidates fire again and again for the same pair (a blob
+/// linked twice, a tag moved away and back, a manifest deleted and pushed again): every write
+/// still succeeds (migration 0006 once failed manifest pushes with a UNIQUE violation here).
+pub async fn gc_candidates_tolerate_repeated_references(meta: &Meta) {
+    let (r, t) = (repo("gc/app"), tag("v1"));
+    let (a, b) = (image("gc/app", "a"), image("gc/app", "b"));
+    for m in [&a, &b] {
+        for blob in &m.blobs {
+            meta.link_blob(&r, blob, 10).await.unwrap();
+            meta.link_blob(&r, blob, 10).await.unwrap();
+        }
+    }
+    for _ in 0..3 {
+        meta.put_manifest_checked(&a, Some(&t), &push(), false)
+            .await
+            .unwrap();
+        meta.put_manifest_checked(&b, Some(&t), &push(), false)
+            .await
+            .unwrap();
+        meta.put_manifest_checked(&b, Some(&t), &push(), false)
+            .await
+            .unwrap();
+    }
+    meta.delete_tag(&r, &t, &delete()).await.unwrap();
+    meta.delete_manifest(&r, &a.digest, &delete())
+        .await
+        .unwrap();
+    meta.put_manifest_checked(&a, Some(&t), &push(), false)
+        .await
+        .unwrap();
+    meta.delete_manifest(&r, &a.digest, &delete())
+        .await
+        .unwrap();
+    meta.put_manifest(&a, None, &push()).await.unwrap();
+    // One row per (repository, digest, kind) at most: 2 manifests and 4 blobs.
+    assert_eq!(meta.gc_pending().await.unwrap(), 6);
+
+    // A manifest that names a blob the repository does not hold is refused, recording nothing.
+    let orphan = image("gc/app", "orphan");
+    match meta
+        .put_manifest_checked(&orphan, Some(&tag("o")), &push(), false)
+        .await
+    {
+        Err(MetaError::ReferencesMissing { missing, .. }) => {
+            assert_eq!(missing, orphan.blobs[0].to_string())
+        }
+        other => panic!("expected ReferencesMissing, got {other:?}"),
+    }
+    assert!(meta.manifest(&r, &orphan.digest).await.unwrap().is_none());
+
+    // An immutable tag: the same digest again is fine, another is refused in the transaction.
+    meta.put_manifest_checked(&a, Some(&tag("frozen")), &push(), true)
+        .await
+        .unwrap();
+    meta.put_manifest_checked(&a, Some(&tag("frozen")), &push(), true)
+        .await
+        .unwrap();
+    match meta
+        .put_manifest_checked(&b, Some(&tag("frozen")), &push(), true)
+        .await
+    {
+        Err(MetaError::TagImmutable { current, .. }) => assert_eq!(current, a.digest.to_string()),
+        other => panic!("expected TagImmutable, got {other:?}"),
+    }
+    assert_eq!(
+        meta.resolve_tag(&r, &tag("frozen"))
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        a.digest
+    );
+    assert_eq!(meta.tag_history(&r, &tag("frozen")).await.unwrap().len(), 1);
+}
+
+/// Untagged manifests and unreferenced blob links go (with their cascades, in one run); tagged
+/// ones, their blobs and what the journal names while it is kept stay. A dry run reports the
+/// same and changes nothing.
+pub async fn gc_collects_only_what_nothing_protects(meta: &Meta) {
+    let r = repo("gc/app");
+    let (tagged, moved_away, untagged) = (
+        image("gc/app", "tagged"),
+        image("gc/app", "moved"),
+        image("gc/app", "untagged"),
+    );
+    for m in [&tagged, &moved_away, &untagged] {
+        for blob in &m.blobs {
+            meta.link_blob(&r, blob, 10).await.unwrap();
+        }
+    }
+    let lone = digest("lone");
+    meta.link_blob(&r, &lone, 10).await.unwrap();
+    meta.put_manifest_checked(&moved_away, Some(&tag("v1")), &push(), false)
+        .await
+        .unwrap();
+    meta.put_manifest_checked(&tagged, Some(&tag("v1")), &push(), false)
+        .await
+        .unwrap();
+    meta.put_manifest_checked(&untagged, None, &push(), false)
+        .await
+        .unwrap();
+    let pending = meta.gc_pending().await.unwrap();
+
+    // The journal kept for ever protects the manifest v1 moved away from.
+    let sweep = collect(meta, true, true).await;
+    assert_eq!(
+        swept(&sweep, GcKind::Manifest),
+        vec![untagged.digest.clone()]
+    );
+    let mut blobs = untagged.blobs.clone();
+    blobs.push(lone.clone());
+    assert_eq!(swept(&sweep, GcKind::Blob), sorted(blobs.clone()));
+    assert_eq!(sorted(sweep.unreferenced.clone()), {
+        let mut all = blobs.clone();
+        all.push(untagged.digest.clone());
+        sorted(all)
+    });
+    // Dry: nothing changed.
+    assert_eq!(meta.gc_pending().await.unwrap(), pending);
+    assert!(meta.manifest(&r, &untagged.digest).await.unwrap().is_some());
+    assert!(meta.gc_digest_referenced(&lone).await.unwrap());
+
+    let sweep = collect(meta, true, false).await;
+    assert_eq!(
+        swept(&sweep, GcKind::Manifest),
+        vec![untagged.digest.clone()]
+    );
+    assert_eq!(swept(&sweep, GcKind::Blob), sorted(blobs));
+    assert_eq!(
+        sweep.kept, 1,
+        "the journaled manifest waits for a later run"
+    );
+    assert!(meta.manifest(&r, &untagged.digest).await.unwrap().is_none());
+    assert!(!meta.gc_digest_referenced(&lone).await.unwrap());
+    assert!(meta
+        .manifest(&r, &moved_away.digest)
+        .await
+        .unwrap()
+        .is_some());
+
+    // Once the journal no longer protects it, it goes with its blobs; the tagged one stays.
+    let sweep = collect(meta, false, false).await;
+    assert_eq!(
+        swept(&sweep, GcKind::Manifest),
+        vec![moved_away.digest.clone()]
+    );
+    assert_eq!(
+        swept(&sweep, GcKind::Blob),
+        sorted(moved_away.blobs.clone())
+    );
+    assert!(meta.manifest(&r, &tagged.digest).await.unwrap().is_some());
+    for blob in &tagged.blobs {
+        assert!(meta.gc_digest_referenced(blob).await.unwrap());
+    }
+    assert_eq!(meta.gc_pending().await.unwrap(), 0);
+    assert_eq!(collect(meta, false, false).await.examined, 0);
+}
+
+/// A mirror pin (`mirror_tags.upstream_digest`) and a drift event protect the digests they
+/// name even when no tag does.
+pub async fn gc_keeps_digests_named_by_drift_events_and_pins(meta: &Meta) {
+    let name = "docker.io/library/gcpin";
+    let (r, t) = (repo(name), tag("1"));
+    let (pinned, upstream, stray) = (image(name, "p"), image(name, "u"), image(name, "s"));
+    meta.put_manifest(&pinned, Some(&t), &mirror_move())
+        .await
+        .unwrap();
+    for m in [&upstream, &stray] {
+        meta.put_manifest(m, None, &mirror_move()).await.unwrap();
+    }
+    meta.observe_upstream(&r, &t, "docker.io", Some(&pinned.digest))
+        .await
+        .unwrap();
+    let moved = meta
+        .observe_upstream(&r, &t, "docker.io", Some(&upstream.digest))
+        .await
+        .unwrap();
+    assert!(moved.new_drift);
+
+    let sweep = collect(meta, false, false).await;
+    assert_eq!(swept(&sweep, GcKind::Manifest), vec![stray.digest.clone()]);
+    assert!(meta.manifest(&r, &upstream.digest).await.unwrap().is_some());
+    assert!(meta.manifest(&r, &pinned.digest).await.unwrap().is_some());
+    assert!(sweep.kept >= 1);
 }

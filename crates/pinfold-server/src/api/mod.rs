@@ -4,6 +4,7 @@
 mod audit;
 mod drift;
 pub(crate) mod error;
+mod gc;
 mod history;
 mod tokens;
 mod upstreams;
@@ -28,4 +29,5 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/gc", get(gc::status).post(gc::run))
 }

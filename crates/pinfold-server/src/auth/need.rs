@@ -13,7 +13,7 @@
 //! | `POST /api/v1/repositories/<name>/tags/<tag>/promote` | promote on `<name>` |
 //! | `/api/v1/tokens*` | any user (the handler allows own tokens, or admin) |
 //! | `GET /api/v1/apt/*` | global pull |
-//! | other `/api/v1/*` (upstreams, workers, audit, APT management, ...) | global admin |
+//! | other `/api/v1/*` (upstreams, workers, audit, gc, APT management, ...) | global admin |
 //! | `GET /apt/<prefix>/...`, `GET /artifactory/<repo>/...` | pull on `apt/<prefix>` |
 //! | `PUT /apt/<repo>/...`, `PUT /artifactory/<repo>/...` | push on `apt/<repo>` (or a deploy key) |
 

@@ -130,10 +130,48 @@ impl Registry {
                 .detail(format!("manifest {missing} is not in {repo}")));
         }
 
+        // Refused here before the bytes are written, and again in the recording transaction
+        // (a concurrent push may set the tag in between).
+        let immutable = match &tag {
+            Some(tag) => {
+                self.check_immutable(repo, tag, &digest).await?;
+                self.rules()
+                    .immutable_rule(repo.as_str(), tag.as_str())
+                    .is_some()
+            }
+            None => false,
+        };
+
+        // GC must not delete the bytes between their write and the record (`gc.rs`); the
+        // record re-checks the references in its transaction, so a blob collected since the
+        // checks above fails the push instead of leaving a manifest with a missing blob.
+        let _writing = self.inner.file_guard.writing(&digest).await;
         self.store().put_blob(&digest, bytes.clone()).await?;
-        self.meta()
-            .put_manifest(&record, tag.as_ref(), &Self::actor(TagMoveSource::Push))
-            .await?;
+        match self
+            .meta()
+            .put_manifest_checked(
+                &record,
+                tag.as_ref(),
+                &Self::actor(TagMoveSource::Push),
+                immutable,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(pinfold_meta::MetaError::TagImmutable { current, .. }) => {
+                return Err(Self::immutable_refusal(
+                    repo,
+                    tag.as_ref(),
+                    &current,
+                    &digest,
+                ))
+            }
+            Err(pinfold_meta::MetaError::ReferencesMissing { missing, .. }) => {
+                return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
+                    .detail(format!("{missing} is not in {repo}")))
+            }
+            Err(e) => return Err(e.into()),
+        }
         if let Some(tag) = &tag {
             self.cache().invalidate_reference(repo, tag.as_str());
         }

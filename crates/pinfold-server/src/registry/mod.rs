@@ -5,6 +5,7 @@
 //! happens here, in one place per operation.
 
 mod cache;
+pub mod gc;
 mod manifests;
 mod pull;
 mod uploads;
@@ -35,6 +36,10 @@ struct Inner {
     cache: ManifestCache,
     max_blob_bytes: Option<u64>,
     mirror: Option<Mirror>,
+    /// Retention, immutability and GC settings (`gc.rs`).
+    rules: std::sync::OnceLock<gc::GcRules>,
+    /// Orders file writes against GC's file deletion (`gc.rs`).
+    file_guard: gc::FileGuard,
 }
 
 impl Registry {
@@ -53,6 +58,8 @@ impl Registry {
                 cache: ManifestCache::new(manifest_cache_bytes),
                 max_blob_bytes,
                 mirror,
+                rules: std::sync::OnceLock::new(),
+                file_guard: gc::FileGuard::default(),
             }),
         }
     }
@@ -84,10 +91,15 @@ impl Registry {
     /// # Errors
     /// BLOB_UNKNOWN when `repo` does not have it.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, OciError> {
-        self.meta()
+        let size = self
+            .meta()
             .repo_blob_size(repo, digest)
             .await?
-            .ok_or_else(|| OciError::new(ErrorCode::BlobUnknown).detail(digest.to_string()))
+            .ok_or_else(|| OciError::new(ErrorCode::BlobUnknown).detail(digest.to_string()))?;
+        // A client told "it exists" may reference it in a manifest next: keep it out of the
+        // next GC's reach for the grace period (`gc.rs`).
+        self.meta().gc_touch(repo, digest).await?;
+        Ok(size)
     }
 
     /// Opens a blob of `repo` for streaming.

@@ -180,6 +180,7 @@ impl Registry {
                         "{repo} is not mirrored: name the digest to promote"
                     )));
                 };
+                self.check_immutable(repo, tag, to).await?;
                 let previous = self.meta().resolve_tag(repo, tag).await?.map(|r| r.digest);
                 let mv = TagMove {
                     actor: actor.to_owned(),

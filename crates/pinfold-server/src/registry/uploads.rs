@@ -46,11 +46,14 @@ impl Registry {
             None => self.meta().any_blob_size(digest).await?,
         };
         let Some(size) = size else { return Ok(false) };
+        // GC must not delete the file between the check and the link (`gc.rs`).
+        let _writing = self.inner.file_guard.writing(digest).await;
         // The metadata may outlive a blob file only through corruption; do not mount a ghost.
         if self.store().blob_size(digest).await?.is_none() {
             return Ok(false);
         }
         self.meta().link_blob(repo, digest, size).await?;
+        self.meta().gc_touch(repo, digest).await?;
         Ok(true)
     }
 
@@ -111,6 +114,8 @@ impl Registry {
                 .append_upload(&upload_id, start, body, self.inner.max_blob_bytes)
                 .await?;
         }
+        // GC must not delete the file between its rename into place and the link (`gc.rs`).
+        let _writing = self.inner.file_guard.writing(digest).await;
         let size = match self.store().complete_upload(&upload_id, digest).await {
             Ok(size) => size,
             Err(e @ StoreError::DigestMismatch { .. }) if appended => {
@@ -124,6 +129,8 @@ impl Registry {
             Err(e) => return Err(e.into()),
         };
         self.meta().link_blob(repo, digest, size).await?;
+        // A re-upload of a blob the repository already links refreshes it for GC.
+        self.meta().gc_touch(repo, digest).await?;
         self.meta().delete_upload(upload_id.as_str()).await?;
         Ok(())
     }
@@ -142,15 +149,23 @@ impl Registry {
         // A store-only session: nothing is recorded in the metadata (not even the repository)
         // unless the blob is accepted. A crash leaves an upload file the janitor removes.
         let id = self.store().create_upload().await?;
+        let mut writing = None;
         let stored = async {
             self.store()
                 .append_upload(&id, Some(0), body, self.inner.max_blob_bytes)
                 .await?;
+            // Held from the rename into place to the link, not while the body streams.
+            writing = Some(self.inner.file_guard.writing(digest).await);
             self.store().complete_upload(&id, digest).await
         }
         .await;
         match stored {
-            Ok(size) => Ok(self.meta().link_blob(repo, digest, size).await?),
+            Ok(size) => {
+                self.meta().link_blob(repo, digest, size).await?;
+                self.meta().gc_touch(repo, digest).await?;
+                drop(writing);
+                Ok(())
+            }
             Err(e) => {
                 // Nothing of a failed single-request upload may linger.
                 let _ = self.store().cancel_upload(&id).await;

@@ -162,6 +162,9 @@ pub struct OciError {
     code: ErrorCode,
     status: StatusCode,
     detail: Option<serde_json::Value>,
+    /// Replaces the code's generic message when the refusal needs saying in the message
+    /// itself: clients such as skopeo and docker print only `message`, not `detail`.
+    message: Option<String>,
     /// Extra headers (e.g. `Content-Range` on a 416).
     headers: Vec<(header::HeaderName, HeaderValue)>,
     /// When true the response carries no body (HEAD requests).
@@ -175,6 +178,7 @@ impl OciError {
             code,
             status: code.row().1,
             detail: None,
+            message: None,
             headers: Vec::new(),
             head: false,
         }
@@ -183,6 +187,12 @@ impl OciError {
     /// Adds a human-readable detail.
     pub fn detail(mut self, detail: impl Into<String>) -> OciError {
         self.detail = Some(serde_json::Value::String(detail.into()));
+        self
+    }
+
+    /// Replaces the code's generic message (see the field).
+    pub fn with_message(mut self, message: impl Into<String>) -> OciError {
+        self.message = Some(message.into());
         self
     }
 
@@ -230,7 +240,7 @@ struct Envelope<'a> {
 #[derive(Serialize)]
 struct Entry<'a> {
     code: &'static str,
-    message: &'static str,
+    message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a serde_json::Value>,
 }
@@ -244,7 +254,7 @@ impl IntoResponse for OciError {
             let envelope = Envelope {
                 errors: [Entry {
                     code,
-                    message,
+                    message: self.message.as_deref().unwrap_or(message),
                     detail: self.detail.as_ref(),
                 }],
             };

@@ -6,6 +6,7 @@
 mod apt_reindex;
 mod backup;
 mod drift_poller;
+mod gc;
 mod upload_janitor;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use apt_reindex::AptReindexer;
 pub use backup::ScheduledBackup;
 pub use drift_poller::DriftPoller;
+pub use gc::GarbageCollector;
 pub use upload_janitor::UploadJanitor;
 
 /// What one unit of work returns: a one-line summary for the status, e.g. "removed 3 uploads".

@@ -96,6 +96,8 @@ fn endpoints(image: &Image) -> Vec<(Method, String, Option<Vec<u8>>)> {
         (Method::GET, "/api/v1/upstreams".into(), None),
         (Method::GET, "/api/v1/workers".into(), None),
         (Method::GET, "/api/v1/audit".into(), None),
+        (Method::POST, "/api/v1/gc".into(), None),
+        (Method::GET, "/api/v1/gc".into(), None),
         (Method::GET, "/api/v1/tokens".into(), None),
         (Method::POST, "/api/v1/apt/repos".into(), Some(br#"{"name":"x","kind":"local"}"#.to_vec())),
         (Method::PUT, "/artifactory/debs/pool/x_1_all.deb;deb.distribution=s;deb.component=main;deb.architecture=all".into(), Some(b"not a deb".to_vec())),

@@ -161,6 +161,13 @@ impl TestServer {
         .await
     }
 
+    /// As [`TestServer::restart`], with `configure` adjusting the configuration first (rules
+    /// that take effect only at start, such as `[[retention]]`).
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        configure(&mut self.config);
+        self.restart().await
+    }
+
     /// Stops this server for good (an upstream going away).
     pub async fn shutdown(mut self) {
         self.stop().await;

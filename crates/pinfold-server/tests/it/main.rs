@@ -13,6 +13,7 @@ mod base;
 mod blobs;
 mod catalog;
 mod errors;
+mod gc;
 mod history;
 mod manifests;
 mod mirror;

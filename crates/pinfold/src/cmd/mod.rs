@@ -4,6 +4,7 @@ pub mod apt;
 pub mod auth;
 pub mod diff;
 pub mod durability;
+pub mod gc;
 pub mod lint;
 pub mod lock;
 pub mod mirror;

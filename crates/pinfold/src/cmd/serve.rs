@@ -13,7 +13,7 @@ pub async fn run(config: Config, insecure_open: bool) -> anyhow::Result<()> {
         config.listen,
         &config.data_dir,
         &config.meta,
-        &config.server,
+        &config.server_config(),
         &config.mirror_config(),
     )
     .await

@@ -16,6 +16,7 @@ mod apt_cli;
 mod crash;
 mod diff;
 mod e2e;
+mod gc_cli;
 mod harness;
 mod lock;
 mod mirror_cli;

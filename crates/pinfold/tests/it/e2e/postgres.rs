@@ -121,3 +121,125 @@ async fn metadata_in_postgresql_survives_a_restart() {
         ]
     );
 }
+
+/// Garbage collection on PostgreSQL while pushes go on: the triggers, the reference locks (GC
+/// only tries them) and the sweep work there as on SQLite. Pushers move one tag per round and
+/// leave an untagged image; GC runs in a bounded loop beside them (grace period 1 s). Every tag pulls complete at
+/// the end and the garbage is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_in_postgresql_beside_pushes_keeps_every_tag() {
+    let Ok(base_url) = std::env::var("TEST_PINFOLD_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide TEST_PINFOLD_POSTGRES_URL"
+        );
+        eprintln!("e2e::postgres: skipped: TEST_PINFOLD_POSTGRES_URL not set");
+        return;
+    };
+    let database = ScratchDatabase::create(&base_url).await;
+    let server = TestServer::start_with_env(&[
+        ("PINFOLD_META_POSTGRES_URL", &database.url),
+        // One second: pushes in flight are protected, earlier rounds' garbage is not.
+        ("PINFOLD_GC_GRACE_SECONDS", "1"),
+    ])
+    .await;
+    let url = server.url();
+    let client = server.client().clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let collector = {
+        let (client, url, done) = (client.clone(), url.clone(), done.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut runs = 0;
+            while runs < 30
+                && started.elapsed() < Duration::from_secs(60)
+                && !done.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                let resp = client
+                    .post(format!("{url}/api/v1/gc"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+                runs += 1;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            runs
+        })
+    };
+    let mut pushers = Vec::new();
+    for p in 0..2 {
+        let registry = RegistryClient::new(client.clone(), &url);
+        pushers.push(tokio::spawn(async move {
+            let mut rng = Rng::new();
+            let repo = format!("pg/gc{p}");
+            let mut garbage = Vec::new();
+            let mut last = None;
+            for _ in 0..5 {
+                // Should GC collect a blob between its upload and the manifest anyway, the
+                // registry refuses the manifest (nothing recorded) and the client pushes again.
+                let image = Image::random(&mut rng, ImageFormat::Oci, "amd64", 1, 512);
+                let mut pushed = false;
+                for _ in 0..5 {
+                    for blob in image.blobs() {
+                        registry.push_blob(&repo, blob).await.unwrap();
+                    }
+                    match registry.put_manifest(&repo, "v", &image.manifest).await {
+                        Ok(_) => {
+                            pushed = true;
+                            break;
+                        }
+                        Err(e) if e.contains("MANIFEST_BLOB_UNKNOWN") => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                assert!(pushed, "push to {repo} raced GC five times");
+                let untagged = Image::random(&mut rng, ImageFormat::Oci, "amd64", 1, 512);
+                for blob in untagged.blobs() {
+                    registry.push_blob(&repo, blob).await.unwrap();
+                }
+                match registry
+                    .put_manifest(&repo, &untagged.manifest.digest, &untagged.manifest)
+                    .await
+                {
+                    Ok(_) => garbage.push(untagged.manifest.digest.clone()),
+                    Err(e) if e.contains("MANIFEST_BLOB_UNKNOWN") => {}
+                    Err(e) => panic!("{e}"),
+                }
+                last = Some(image);
+            }
+            (repo, last.unwrap(), garbage)
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for pusher in pushers {
+        outcomes.push(pusher.await.unwrap());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(collector.await.unwrap() >= 1);
+    // Past the grace period, a last run collects what is left.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let resp = client
+        .post(format!("{url}/api/v1/gc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let registry = RegistryClient::new(client.clone(), &url);
+    for (repo, image, garbage) in outcomes {
+        let manifest = registry.get_manifest(&repo, "v").await.unwrap();
+        assert_eq!(manifest.status, 200, "{repo}:v");
+        assert_eq!(manifest.body, image.manifest.bytes);
+        for blob in image.blobs() {
+            let fetched = registry.get_blob(&repo, &blob.digest).await.unwrap();
+            assert_eq!(fetched.status, 200, "{repo}@{}", blob.digest);
+            assert_eq!(fetched.body, blob.bytes);
+        }
+        for digest in garbage {
+            let fetched = registry.get_manifest(&repo, &digest).await.unwrap();
+            assert_eq!(fetched.status, 404, "garbage {repo}@{digest}");
+        }
+    }
+}
