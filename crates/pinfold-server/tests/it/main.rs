@@ -14,6 +14,7 @@ mod blobs;
 mod catalog;
 mod errors;
 mod history;
+mod limits;
 mod manifests;
 mod mirror;
 mod referrers;
