@@ -19,4 +19,5 @@ mod manifests;
 mod mirror;
 mod referrers;
 mod tags;
+mod tls;
 mod uploads;

@@ -19,3 +19,4 @@ mod e2e;
 mod harness;
 mod lock;
 mod mirror_cli;
+mod tls;
