@@ -65,6 +65,12 @@ impl TestServer {
         TestServer::start_in(dir, config, MirrorConfig::default()).await
     }
 
+    /// A server over `dir` as its data directory (e.g. one inside a directory the test
+    /// watches).
+    pub async fn start_in_dir(dir: TempDir) -> TestServer {
+        TestServer::start_in(dir, ServerConfig::default(), MirrorConfig::default()).await
+    }
+
     /// A server mirroring `mirror`'s upstreams.
     pub async fn start_mirror(mirror: MirrorConfig) -> TestServer {
         let dir = tempfile::tempdir().expect("create a temporary data directory");

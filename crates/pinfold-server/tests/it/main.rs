@@ -20,4 +20,5 @@ mod mirror;
 mod referrers;
 mod tags;
 mod tls;
+mod traversal;
 mod uploads;
