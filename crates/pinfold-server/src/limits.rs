@@ -110,13 +110,17 @@ fn code_status(code: ErrorCode) -> StatusCode {
 
 /// 431 when the request line and headers together exceed `max_header_bytes`.
 pub async fn header_size(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    // As sent: `NAME: VALUE\r\n` per header, plus the request target.
+    // As sent: `NAME: VALUE\r\n` per header, plus the request target (no allocation: this
+    // runs on every request).
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
     let size = request
         .headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>()
-        + request.uri().to_string().len();
+        + target;
     if size > limits.max_header_bytes {
         let detail = format!(
             "the request head is {size} bytes; at most {} are accepted ([server] max_header_bytes)",
@@ -171,6 +175,10 @@ pub async fn body_idle_timeout(
     request: Request,
     next: Next,
 ) -> Response {
+    // GET and HEAD without a body (the pull path) skip the wrapper.
+    if http_body::Body::size_hint(request.body()).exact() == Some(0) {
+        return next.run(request).await;
+    }
     let stalled = Arc::new(AtomicBool::new(false));
     let idle = limits.body_idle_timeout;
     let method = request.method().clone();

@@ -23,6 +23,7 @@ fn attacks(digest_of_nothing: &str) -> Vec<(&'static str, String)> {
         "/v2//etc/passwd/manifests/latest",
         "/v2/%2fetc%2fpasswd/manifests/latest",
         "/v2/repo%5c..%5c..%5csentinel/manifests/latest",
+        "/v2/repo\\..\\..\\sentinel/manifests/latest",
         "/v2/repo%00/manifests/latest",
         "/v2/../../sentinel/blobs/uploads/",
         "/v2/..%2f..%2fsentinel/blobs/uploads/",
