@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use pinfold_meta::MetaConfig;
 use pinfold_mirror::{Mirror, MirrorConfig};
@@ -17,7 +16,10 @@ use tokio::net::TcpListener;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::limits::Limits;
+use crate::listen::ConnectionLimits;
 use crate::registry::Registry;
+use crate::tls::TlsCertificate;
 use crate::workers::{DriftPoller, UploadJanitor, Workers};
 use crate::{api, apt, v2, ServerConfig, ServerError};
 
@@ -46,8 +48,8 @@ impl FromRef<AppState> for Workers {
     }
 }
 
-/// The whole HTTP surface over `state`.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface over `state`, behind the request `limits`.
+pub fn router(state: AppState, limits: Limits) -> Router {
     Router::new()
         .merge(v2::routes())
         .merge(api::routes())
@@ -62,6 +64,20 @@ pub fn router(state: AppState) -> Router {
             crate::auth::middleware::require,
         ))
         .with_state(state)
+        // Outermost first: the head size, then the client's rate, then the body's pace, all
+        // before authentication so that a flood or a stalled body costs no credential check.
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            crate::limits::body_idle_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            crate::limits::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::limits::header_size,
+        ))
         .layer(
             // One span per request and one event per response, at DEBUG so that the hot path
             // pays nothing unless asked (`RUST_LOG=tower_http=debug`).
@@ -117,6 +133,7 @@ pub struct Server {
     /// Scheduled backups (`[backup]`), when configured.
     backup: Option<pinfold_backup::BackupConfig>,
     auth: crate::AuthSettings,
+    tls: Option<TlsCertificate>,
 }
 
 impl Server {
@@ -131,6 +148,9 @@ impl Server {
         config: &ServerConfig,
         mirror_config: &MirrorConfig,
     ) -> Result<Server, ServerError> {
+        // Before anything is opened: a bad certificate is a configuration error to fix first.
+        let tls =
+            TlsCertificate::from_config(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
         let registry = open_registry(data_dir, meta_config, config, mirror_config).await?;
         let listener = TcpListener::bind(listen)
             .await
@@ -144,7 +164,14 @@ impl Server {
             config: config.clone(),
             backup: None,
             auth: crate::AuthSettings::default(),
+            tls,
         })
+    }
+
+    /// The certificate served, when `[server] tls_cert` / `tls_key` are set. [`Server::run`]
+    /// reloads it on SIGHUP; [`TlsCertificate::reload`] does it on demand.
+    pub fn tls(&self) -> Option<&TlsCertificate> {
+        self.tls.as_ref()
     }
 
     /// Runs scheduled backups (`[backup]` of `pinfold.toml`) as the `backup` worker while
@@ -189,6 +216,7 @@ impl Server {
             config,
             backup,
             auth: auth_settings,
+            tls,
         } = self;
         let auth = crate::auth::Auth::new(
             &auth_settings,
@@ -240,19 +268,26 @@ impl Server {
             apt.clone(),
             Duration::from_secs(config.apt_reindex_poll_seconds),
         ));
-        let app = router(AppState {
-            registry: registry.clone(),
-            workers: workers.clone(),
-            apt,
-            auth,
-        });
-        // Small answers (manifests, upload receipts) must not wait for Nagle.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        let limits = Limits::new(&config);
+        limits.spawn_sweeper();
+        let app = router(
+            AppState {
+                registry: registry.clone(),
+                workers: workers.clone(),
+                apt,
+                auth,
+            },
+            limits,
+        );
+        if let Some(tls) = &tls {
+            spawn_reload_on_sighup(tls.clone());
+        }
+        let connection_limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds.max(1)),
+            max_header_bytes: config.max_header_bytes,
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let serve = crate::listen::serve(listener, app, tls, connection_limits, async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
@@ -262,11 +297,36 @@ impl Server {
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            result = serve => result.map_err(|source| ServerError::Serve { source })?,
+            () = serve => {},
             () = deadline => tracing::warn!("requests still running after {grace:?}; closing anyway"),
         }
         workers.stop(Duration::from_secs(5)).await;
         registry.meta().close().await;
         Ok(())
     }
+}
+
+/// Reloads `tls` from its files on every SIGHUP, for as long as the process runs; a failed
+/// reload keeps the certificate in force and says why.
+fn spawn_reload_on_sighup(tls: TlsCertificate) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP, the certificate will not be reloaded: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %tls.cert_path().display(), "TLS certificate reloaded")
+                }
+                Err(e) => {
+                    tracing::error!("TLS certificate not reloaded, keeping the previous one: {e}")
+                }
+            }
+        }
+    });
 }

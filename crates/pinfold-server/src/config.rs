@@ -44,6 +44,27 @@ pub struct ServerConfig {
     /// `[[immutable]]` at the top level of `pinfold.toml` (the binary moves them here).
     #[serde(skip)]
     pub rules: crate::registry::gc::GcRules,
+    /// Seconds a client gets to send a request's complete headers; past them the connection
+    /// is closed (slowloris). Default 30.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a request body may stall (no byte received while the handler waits for one)
+    /// before the request is answered 408; a chunk interrupted this way leaves the upload as
+    /// it was. Default 60.
+    pub body_idle_timeout_seconds: u64,
+    /// Largest request head (request line and headers), in bytes; more is answered 431.
+    /// Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Requests per second each client address may send (token bucket refilled at this
+    /// rate); past it, 429 with `Retry-After`. Default 0: no limit.
+    pub rate_limit_per_second: u32,
+    /// Requests a client may send at once above the rate (the bucket's size). Default 0: twice
+    /// the rate, at least 1.
+    pub rate_limit_burst: u32,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); reloaded on SIGHUP.
+    /// Default none: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -77,6 +98,13 @@ impl Default for ServerConfig {
             apt_reindex_poll_seconds: 30,
             apt_index_gc_grace_seconds: 3600,
             rules: crate::registry::gc::GcRules::default(),
+            header_read_timeout_seconds: 30,
+            body_idle_timeout_seconds: 60,
+            max_header_bytes: 64 * 1024,
+            rate_limit_per_second: 0,
+            rate_limit_burst: 0,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -12,7 +12,10 @@ mod app;
 pub mod apt;
 pub mod auth;
 mod config;
+pub mod limits;
+mod listen;
 pub mod registry;
+pub mod tls;
 pub mod v2;
 pub mod workers;
 
@@ -22,6 +25,7 @@ use std::path::PathBuf;
 pub use app::{open_registry, router, AppState, Server};
 pub use auth::AuthSettings;
 pub use config::ServerConfig;
+pub use tls::{TlsCertificate, TlsError};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,9 @@ pub enum ServerError {
         /// The address.
         addr: SocketAddr,
     },
+    /// `[server] tls_cert` / `tls_key` cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The accept loop failed.
     #[error("serving failed: {source}")]
     Serve {

@@ -82,6 +82,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--data-dir`
     pub data_dir: Option<PathBuf>,
+    /// `--tls-cert` (`[server] tls_cert`)
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` (`[server] tls_key`)
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -117,6 +121,12 @@ impl Config {
         }
         if let Some(dir) = overrides.data_dir {
             config.data_dir = dir;
+        }
+        if let Some(cert) = overrides.tls_cert {
+            config.server.tls_cert = Some(cert);
+        }
+        if let Some(key) = overrides.tls_key {
+            config.server.tls_key = Some(key);
         }
         Ok(config)
     }
@@ -229,6 +239,7 @@ mod tests {
         let flags = Overrides {
             listen: Some("127.0.0.1:7000".parse().unwrap()),
             data_dir: Some("/srv/c".into()),
+            ..Overrides::default()
         };
         let c = Config::load(Some(&file), vars, flags).unwrap();
         assert_eq!(

@@ -41,6 +41,13 @@ enum Command {
         /// and delete). Without it, such a start is refused.
         #[arg(long)]
         insecure_open: bool,
+        /// PEM certificate chain to serve HTTPS (HTTP/2 by ALPN) with; `[server] tls_cert`.
+        /// Reloaded, with the key, on SIGHUP.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert; `[server] tls_key`.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Check Dockerfiles for non-deterministic builds (unpinned images and packages, curl | sh,
     /// bash-only syntax under /bin/sh, ...).
@@ -156,11 +163,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             data_dir,
             insecure_open,
+            tls_cert,
+            tls_key,
         } => {
             let config = Config::load(
                 cli.config.as_deref(),
                 std::env::vars(),
-                Overrides { listen, data_dir },
+                Overrides {
+                    listen,
+                    data_dir,
+                    tls_cert,
+                    tls_key,
+                },
             )?;
             runtime.block_on(cmd::serve::run(config, insecure_open))?;
             Ok(ExitCode::SUCCESS)

@@ -41,6 +41,11 @@ impl AptError {
         }
     }
 
+    /// Any status, for answers every surface gives (the limits of [`crate::limits`]).
+    pub fn with_status(status: StatusCode, message: impl Into<String>) -> AptError {
+        AptError::new(status, message)
+    }
+
     /// 400: the request is malformed or its content is refused.
     pub fn bad_request(message: impl Into<String>) -> AptError {
         AptError::new(StatusCode::BAD_REQUEST, message)

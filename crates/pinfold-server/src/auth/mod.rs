@@ -13,7 +13,7 @@
 
 mod audit_log;
 pub mod middleware;
-mod need;
+pub(crate) mod need;
 pub mod token;
 
 use std::num::NonZeroUsize;

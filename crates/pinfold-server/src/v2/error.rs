@@ -52,6 +52,12 @@ pub enum ErrorCode {
     /// distribution's code for a service that cannot answer now (here: an upstream the mirror
     /// cannot reach, with nothing cached)
     Unavailable,
+    /// Not in the spec's table: Pinfold's code for a request whose body stalled past
+    /// `[server] body_idle_timeout_seconds` (408)
+    RequestTimeout,
+    /// Not in the spec's table: Pinfold's code for a request head over
+    /// `[server] max_header_bytes` (431)
+    HeadersTooLarge,
     /// Not in the spec's table: distribution's catch-all for server failures, which clients know.
     Unknown,
 }
@@ -141,6 +147,16 @@ impl ErrorCode {
                 "UNAVAILABLE",
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service unavailable",
+            ),
+            RequestTimeout => (
+                "REQUEST_TIMEOUT",
+                StatusCode::REQUEST_TIMEOUT,
+                "request timed out",
+            ),
+            HeadersTooLarge => (
+                "HEADERS_TOO_LARGE",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers too large",
             ),
             Unknown => (
                 "UNKNOWN",

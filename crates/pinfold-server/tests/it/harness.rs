@@ -65,6 +65,12 @@ impl TestServer {
         TestServer::start_in(dir, config, MirrorConfig::default()).await
     }
 
+    /// A server over `dir` as its data directory (e.g. one inside a directory the test
+    /// watches).
+    pub async fn start_in_dir(dir: TempDir) -> TestServer {
+        TestServer::start_in(dir, ServerConfig::default(), MirrorConfig::default()).await
+    }
+
     /// A server mirroring `mirror`'s upstreams.
     pub async fn start_mirror(mirror: MirrorConfig) -> TestServer {
         let dir = tempfile::tempdir().expect("create a temporary data directory");
@@ -117,13 +123,23 @@ impl TestServer {
                 value.parse().expect("a header value"),
             );
         }
-        let client = Client::builder()
+        let mut builder = Client::builder()
             .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("reqwest client");
-        let base = format!("http://{addr}");
+            .timeout(Duration::from_secs(30));
+        // Over TLS the (self-signed) certificate served is the client's only root.
+        let scheme = match &config.tls_cert {
+            Some(cert) => {
+                let pem = std::fs::read(cert).expect("read the test certificate");
+                builder = builder.tls_built_in_root_certs(false).add_root_certificate(
+                    reqwest::Certificate::from_pem(&pem).expect("a PEM certificate"),
+                );
+                "https"
+            }
+            None => "http",
+        };
+        let client = builder.build().expect("reqwest client");
+        let base = format!("{scheme}://{addr}");
         let started = std::time::Instant::now();
         loop {
             match client.get(format!("{base}/healthz")).send().await {

@@ -139,8 +139,8 @@ async fn open_data_dir(
         config_file,
         std::env::vars(),
         Overrides {
-            listen: None,
             data_dir,
+            ..Overrides::default()
         },
     )?;
     let data_dir = config.data_dir.clone();

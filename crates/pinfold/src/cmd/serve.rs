@@ -26,11 +26,16 @@ pub async fn run(config: Config, insecure_open: bool) -> anyhow::Result<()> {
         insecure_open,
     });
     let addr = server.local_addr()?;
+    let scheme = if server.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
     // These two lines are the start-up contract scripts and tests read (the bound port when
     // `--listen` asked for port 0).
     let mut out = std::io::stdout().lock();
-    writeln!(out, "pinfold listening on http://{addr}")?;
+    writeln!(out, "pinfold listening on {scheme}://{addr}")?;
     writeln!(out, "pinfold data in {}", data_dir.display())?;
     if config.meta.postgres_url.is_some() {
         writeln!(out, "pinfold metadata in postgresql")?;

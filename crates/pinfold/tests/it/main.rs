@@ -20,3 +20,4 @@ mod gc_cli;
 mod harness;
 mod lock;
 mod mirror_cli;
+mod tls;
