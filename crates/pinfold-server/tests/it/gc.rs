@@ -1063,3 +1063,37 @@ async fn a_file_shared_by_two_repositories_stays_while_either_links_it() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn the_scheduled_worker_collects_without_being_asked() {
+    let mut rules = eager_rules();
+    rules.gc.interval_seconds = 1;
+    let server = start(rules).await;
+    let blob = server.push_blob("worker/app", &random_bytes(300)).await;
+    let started = Instant::now();
+    // Bounded wait: the worker runs at start and then every second.
+    while on_disk(&server, &blob) && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!on_disk(&server, &blob), "the gc worker did not collect");
+    assert_eq!(
+        blob_status(&server, "worker/app", &blob).await,
+        StatusCode::NOT_FOUND
+    );
+    let workers: Value = server
+        .get("/api/v1/workers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gc = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "gc")
+        .expect("the gc worker is listed");
+    assert!(gc["runs"].as_u64().unwrap() >= 1, "{gc}");
+    assert_eq!(gc["errors"], 0, "{gc}");
+}
