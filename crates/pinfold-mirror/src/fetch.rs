@@ -1,25 +1,31 @@
 //! Single-flight blob fetches: however many clients ask for a blob the mirror does not have,
-//! one upstream GET fetches it, and every client streams it as the bytes land on disk.
+//! one upstream GET fetches it, and every client streams it as the bytes arrive.
 //!
 //! The fetch writes through the blob store's upload path (`uploads/<id>`: hashed while
 //! written, fsynced, verified against the digest and renamed into place by
 //! `complete_upload`), so a mirrored blob becomes visible exactly like a pushed one, and an
 //! interrupted fetch or a digest mismatch leaves nothing behind but a cancelled upload.
-//! Each waiting client opens the upload file and follows it as it grows ([`Tail`]). A client
-//! never receives the blob's last byte before the digest has been verified: on a mismatch
-//! its response ends one byte short and the connection is dropped, so no client can take a
-//! wrong blob for a complete one.
+//!
+//! Each chunk received from the upstream also goes, without a copy, into a bounded window of
+//! recent chunks ([`Received`]); the waiting clients ([`Tail`]) are fed from that window, so a
+//! client that keeps up costs no file read, no buffer and no trip to the blocking pool. A
+//! client that joins late or falls more than [`RECENT_BYTES`] behind reads the upload file
+//! instead (as far as it has been written), and returns to the window once it caught up.
+//! A client never receives the blob's last byte before the digest has been verified: on a
+//! mismatch its response ends one byte short and the connection is dropped, so no client can
+//! take a wrong blob for a complete one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
 use pinfold_oci::Digest;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 /// How far a fetch has come.
@@ -27,14 +33,12 @@ use tokio::sync::watch;
 pub(crate) enum Progress {
     /// Waiting for the upstream's answer.
     Connecting,
-    /// Bytes are being written to `path`; the first `written` are in the file.
+    /// Bytes are arriving (see [`Received`] for how far) and being written to `path`.
     Streaming {
         /// The upload file.
         path: PathBuf,
         /// The blob's size, from `Content-Length`.
         size: u64,
-        /// Bytes in the file so far.
-        written: u64,
     },
     /// Every byte is in the file and the digest matched; being made durable. Followers may
     /// send the last byte: what they sent is the blob, whether or not it is stored yet.
@@ -80,6 +84,7 @@ impl FetchFailure {
 #[derive(Debug)]
 pub(crate) struct Fetch {
     progress: watch::Receiver<Progress>,
+    received: Arc<Mutex<Received>>,
 }
 
 impl Fetch {
@@ -103,8 +108,20 @@ impl Fetch {
         // Opened now: the handle keeps the bytes readable after the rename or a cancel.
         let file = tokio::fs::File::open(&path)
             .await
-            .map_err(|e| FetchFailure::new(format!("opening the fetch file: {e}")))?;
-        Ok((size, Tail::new(file, size, rx)))
+            .map_err(|e| FetchFailure::new(format!("opening the fetch file: {e}")))?
+            .into_std()
+            .await;
+        Ok((
+            size,
+            Tail {
+                file: Arc::new(file),
+                size,
+                sent: 0,
+                from_file: 0,
+                progress: rx,
+                received: Arc::clone(&self.received),
+            },
+        ))
     }
 }
 
@@ -128,6 +145,7 @@ pub(crate) struct Reporter {
     digest: Digest,
     fetches: Arc<Fetches>,
     tx: watch::Sender<Progress>,
+    received: Arc<Mutex<Received>>,
 }
 
 impl Reporter {
@@ -135,19 +153,21 @@ impl Reporter {
         self.tx.send_replace(progress);
     }
 
+    /// Hands a chunk just received from the upstream (the next bytes of the blob, in order)
+    /// to the followers. Wakes them once per [`NOTIFY_BYTES`], not per chunk: a follower that
+    /// caught up then finds a run of chunks at each wake-up.
+    pub(crate) fn feed(&self, chunk: &Bytes) {
+        if self.received.lock().push(chunk.clone()) {
+            self.tx.send_modify(|_| {});
+        }
+    }
+
     /// A callback for the store's writer thread: the upload file now holds `len` bytes.
-    /// Wakes the followers only when the length moved.
+    /// Wakes nobody: followers reading the file are woken by [`Reporter::feed`] (the writer
+    /// trails the upstream by a few batches) and by the final state change.
     pub(crate) fn written_callback(&self) -> Arc<dyn Fn(u64) + Send + Sync> {
-        let tx = self.tx.clone();
-        Arc::new(move |len| {
-            tx.send_if_modified(|p| match p {
-                Progress::Streaming { written, .. } if *written != len => {
-                    *written = len;
-                    true
-                }
-                _ => false,
-            });
-        })
+        let received = Arc::clone(&self.received);
+        Arc::new(move |len| received.lock().written = len)
     }
 }
 
@@ -177,7 +197,11 @@ impl Fetches {
             return Joined::Existing(Arc::clone(existing));
         }
         let (tx, rx) = watch::channel(Progress::Connecting);
-        let fetch = Arc::new(Fetch { progress: rx });
+        let received = Arc::new(Mutex::new(Received::default()));
+        let fetch = Arc::new(Fetch {
+            progress: rx,
+            received: Arc::clone(&received),
+        });
         map.insert(digest.clone(), Arc::clone(&fetch));
         Joined::Started(
             fetch,
@@ -185,6 +209,7 @@ impl Fetches {
                 digest: digest.clone(),
                 fetches: Arc::clone(self),
                 tx,
+                received,
             },
         )
     }
@@ -195,38 +220,117 @@ impl Fetches {
     }
 }
 
-/// Read size per chunk sent to a client.
-const CHUNK: usize = 256 * 1024;
+/// Received bytes kept in memory for the followers, per fetch. A follower further behind
+/// reads the upload file; the writer trails the upstream by about a megabyte (the store's
+/// append queue), so everything that left the window is in the file by then.
+pub(crate) const RECENT_BYTES: usize = 32 * 1024 * 1024;
 
-/// How long a follower that caught up with the writer waits for a progress report before
-/// looking at the file again anyway.
+/// Followers are woken each time this many more bytes arrived (and on every state change).
+const NOTIFY_BYTES: u64 = 256 * 1024;
+
+/// Most bytes one read of the upload file gives a follower that fell behind.
+const FILE_CHUNK: u64 = 1024 * 1024;
+
+/// How long a follower that caught up waits for a wake-up before looking again anyway.
 const CATCH_UP_POLL: Duration = Duration::from_millis(50);
 
-/// A client's view of a fetch: the blob's bytes, from the start, as they are written.
+/// What the fetch has received so far, shared by the fetch and its followers.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// The newest chunks, each with its offset in the blob, oldest first: at most
+    /// [`RECENT_BYTES`] plus the newest chunk.
+    recent: VecDeque<(u64, Bytes)>,
+    /// Bytes in `recent`.
+    recent_len: usize,
+    /// Bytes received from the upstream so far: the end of `recent`.
+    received: u64,
+    /// Bytes in the upload file so far.
+    written: u64,
+    /// `received` when the followers were last woken.
+    notified: u64,
+}
+
+/// Where a follower finds the bytes at its offset.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    /// In memory: the bytes from the offset to the end of their chunk (or the limit).
+    Memory(Bytes),
+    /// No longer in memory: the file holds the bytes before this offset.
+    File(u64),
+    /// Not received yet (or held back by the limit).
+    Pending,
+}
+
+impl Received {
+    /// Appends the next chunk, drops the oldest beyond the window, and says whether the
+    /// followers should be woken.
+    fn push(&mut self, chunk: Bytes) -> bool {
+        if chunk.is_empty() {
+            return false;
+        }
+        self.received += chunk.len() as u64;
+        self.recent_len += chunk.len();
+        self.recent
+            .push_back((self.received - chunk.len() as u64, chunk));
+        while self.recent_len > RECENT_BYTES && self.recent.len() > 1 {
+            if let Some((_, old)) = self.recent.pop_front() {
+                self.recent_len -= old.len();
+            }
+        }
+        if self.received - self.notified >= NOTIFY_BYTES {
+            self.notified = self.received;
+            return true;
+        }
+        false
+    }
+
+    /// The bytes at `offset`, not reaching `limit`.
+    fn at(&self, offset: u64, limit: u64) -> Lookup {
+        let start = self.recent.front().map_or(self.received, |(at, _)| *at);
+        if offset < start {
+            return Lookup::File(self.written);
+        }
+        if offset >= self.received || offset >= limit {
+            return Lookup::Pending;
+        }
+        // The chunk holding `offset`: the last one starting at or before it (there is one,
+        // as `start <= offset < received`).
+        let index = self.recent.partition_point(|(at, _)| *at <= offset) - 1;
+        let (at, chunk) = &self.recent[index];
+        let end = (at + chunk.len() as u64).min(limit);
+        // Both within one chunk, which is a `usize` long.
+        let (from, to) = ((offset - at) as usize, (end - at) as usize);
+        Lookup::Memory(chunk.slice(from..to))
+    }
+}
+
+/// A client's view of a fetch: the blob's bytes, from the start, as they arrive.
 pub(crate) struct Tail {
-    file: tokio::fs::File,
+    /// The upload file, for bytes that left the window.
+    file: Arc<File>,
     size: u64,
     sent: u64,
+    /// Bytes sent from the file rather than from memory.
+    from_file: u64,
     progress: watch::Receiver<Progress>,
+    received: Arc<Mutex<Received>>,
 }
 
 impl Tail {
-    fn new(file: tokio::fs::File, size: u64, progress: watch::Receiver<Progress>) -> Tail {
-        Tail {
-            file,
-            size,
-            sent: 0,
-            progress,
-        }
-    }
-
     /// The stream of chunks; ends with an error if the fetch fails.
     pub(crate) fn into_stream(self) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
         futures_util::stream::unfold(Some(self), |tail| async move {
             let mut tail = tail?;
             match tail.next_chunk().await {
                 Ok(Some(chunk)) => Some((Ok(chunk), Some(tail))),
-                Ok(None) => None,
+                Ok(None) => {
+                    tracing::debug!(
+                        bytes = tail.size,
+                        from_file = tail.from_file,
+                        "followed a fetch"
+                    );
+                    None
+                }
                 Err(e) => Some((Err(e), None)),
             }
         })
@@ -240,46 +344,118 @@ impl Tail {
             if self.sent == self.size {
                 return Ok(None);
             }
-            let (verified, written) = match &*self.progress.borrow_and_update() {
-                Progress::Done { .. } | Progress::Verified { .. } => (true, self.size),
-                Progress::Streaming { written, .. } => (false, *written),
+            let verified = match &*self.progress.borrow_and_update() {
+                Progress::Done { .. } | Progress::Verified { .. } => true,
+                Progress::Streaming { .. } | Progress::Connecting => false,
                 Progress::Failed(failure) => {
                     return Err(std::io::Error::other(format!(
                         "upstream fetch failed: {}",
                         failure.reason
                     )))
                 }
-                Progress::Connecting => (false, 0),
             };
             // Hold the last byte back until the digest is verified.
-            let limit = if verified {
-                self.size
-            } else {
-                written.min(self.size - 1)
-            };
-            let want =
-                usize::try_from(limit.saturating_sub(self.sent).min(CHUNK as u64)).unwrap_or(CHUNK);
-            if want > 0 {
-                let mut buf = BytesMut::zeroed(want);
-                // Reads are sequential from offset 0, so the file position is always `sent`:
-                // no seek (each would be another trip to the blocking pool).
-                let n = self.file.read(&mut buf).await?;
-                if n > 0 {
-                    buf.truncate(n);
-                    self.sent += n as u64;
-                    return Ok(Some(buf.freeze()));
+            let limit = if verified { self.size } else { self.size - 1 };
+            let lookup = self.received.lock().at(self.sent, limit);
+            match lookup {
+                Lookup::Memory(chunk) => {
+                    self.sent += chunk.len() as u64;
+                    return Ok(Some(chunk));
                 }
+                Lookup::File(written) if written.min(limit) > self.sent => {
+                    let want = (written.min(limit) - self.sent).min(FILE_CHUNK);
+                    let chunk = self.read_file(want).await?;
+                    if !chunk.is_empty() {
+                        self.sent += chunk.len() as u64;
+                        self.from_file += chunk.len() as u64;
+                        return Ok(Some(chunk));
+                    }
+                }
+                Lookup::File(_) | Lookup::Pending => {}
             }
             if verified {
-                // Done, yet the file is shorter than the size: cannot happen with a verified
-                // blob; fail rather than spin.
+                // Verified, yet neither memory nor the file has the next bytes: cannot happen
+                // with a verified blob; fail rather than spin.
                 return Err(std::io::Error::other(
                     "fetched blob is shorter than its size",
                 ));
             }
-            // Caught up with the writer: wait for more progress (the timeout only guards
-            // against a lost wake-up; every write and every state change is reported).
+            // Caught up: wait for more bytes (the timeout only guards against a lost
+            // wake-up; arrivals and every state change are reported).
             let _ = tokio::time::timeout(CATCH_UP_POLL, self.progress.changed()).await;
         }
+    }
+
+    /// Reads up to `want` bytes of the upload file at the current offset.
+    async fn read_file(&self, want: u64) -> Result<Bytes, std::io::Error> {
+        let file = Arc::clone(&self.file);
+        let offset = self.sent;
+        let want = usize::try_from(want).unwrap_or(usize::MAX);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0; want];
+            let n = file.read_at(&mut buf, offset)?;
+            buf.truncate(n);
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(len: usize, byte: u8) -> Bytes {
+        Bytes::from(vec![byte; len])
+    }
+
+    #[test]
+    fn followers_find_each_offset_in_the_right_chunk() {
+        let mut received = Received::default();
+        received.push(chunk(10, 1));
+        received.push(chunk(5, 2));
+        received.push(chunk(7, 3));
+        assert_eq!(received.at(0, 100), Lookup::Memory(chunk(10, 1)));
+        assert_eq!(received.at(4, 100), Lookup::Memory(chunk(6, 1)));
+        assert_eq!(received.at(10, 100), Lookup::Memory(chunk(5, 2)));
+        assert_eq!(received.at(16, 100), Lookup::Memory(chunk(6, 3)));
+        // The limit cuts the chunk; at the limit or beyond what arrived, nothing yet.
+        assert_eq!(received.at(16, 20), Lookup::Memory(chunk(4, 3)));
+        assert_eq!(received.at(20, 20), Lookup::Pending);
+        assert_eq!(received.at(22, 100), Lookup::Pending);
+    }
+
+    #[test]
+    fn the_window_is_bounded_and_older_bytes_come_from_the_file() {
+        let mut received = Received::default();
+        let piece = 1024 * 1024;
+        let mut wakes = 0;
+        for i in 0..(RECENT_BYTES / piece + 8) {
+            if received.push(chunk(piece, (i % 251) as u8)) {
+                wakes += 1;
+            }
+            received.written = received.received - piece as u64;
+        }
+        assert!(received.recent_len <= RECENT_BYTES);
+        assert_eq!(received.recent_len, RECENT_BYTES);
+        let total = received.received;
+        let start = total - RECENT_BYTES as u64;
+        assert_eq!(received.at(0, total), Lookup::File(total - piece as u64));
+        assert_eq!(
+            received.at(start - 1, total),
+            Lookup::File(total - piece as u64)
+        );
+        assert!(matches!(received.at(start, total), Lookup::Memory(b) if b.len() == piece));
+        // One wake-up per chunk here: each is larger than NOTIFY_BYTES.
+        assert_eq!(wakes, RECENT_BYTES / piece + 8);
+    }
+
+    #[test]
+    fn small_chunks_wake_followers_once_per_notify_bytes() {
+        let mut received = Received::default();
+        let wakes = (0..1024).filter(|_| received.push(chunk(1024, 0))).count();
+        assert_eq!(wakes as u64, 1024 * 1024 / NOTIFY_BYTES);
+        assert!(!received.push(Bytes::new()));
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use pinfold_client::ClientError;
 use pinfold_meta::{
@@ -832,8 +832,9 @@ impl Mirror {
         reporter.report(Progress::Streaming {
             path: path.clone(),
             size,
-            written: 0,
         });
+        // Every chunk goes to the followers from memory as it arrives, beside the file.
+        let stream = stream.inspect_ok(|chunk| reporter.feed(chunk));
         let options = AppendOptions {
             // The clients are served before the completing fsync (the last byte once the
             // digest matched), so the disk must not pace the fetch; the kernel's own

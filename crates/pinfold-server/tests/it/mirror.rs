@@ -1239,3 +1239,48 @@ async fn wrong_sizes_and_media_types_from_upstream_are_refused() {
         .unwrap();
     assert_eq!(&body[..], &layer[..]);
 }
+
+/// A client that stalls during a cold pull falls out of the fetch's in-memory window (32 MiB)
+/// and must get the rest from the fetched file, while a client that keeps up is served from
+/// memory; both get the whole blob, and the upstream is asked once.
+#[tokio::test]
+async fn a_stalled_cold_pull_resumes_from_the_fetched_file() {
+    let upstream = TestServer::start().await;
+    // Far beyond the window plus what loopback socket buffers absorb for the stalled client.
+    let big = random_bytes(64 * 1024 * 1024);
+    upstream.push_blob("org/huge", &big).await;
+    let proxy = Proxy::start(&upstream).await;
+    let mirror = TestServer::start_mirror(mirror_of(vec![upstream_config(
+        "up",
+        proxy.addr,
+        TagPolicy::Pin,
+    )]))
+    .await;
+    let path = format!("/v2/up/org/huge/blobs/{}", sha256(&big));
+
+    let mut stalled = mirror.get(&path).send().await.unwrap();
+    assert_eq!(stalled.status(), StatusCode::OK);
+    let mut received = stalled
+        .chunk()
+        .await
+        .unwrap()
+        .expect("a first chunk")
+        .to_vec();
+    // While it stalls, another client pulls the whole blob: the fetch runs to the end.
+    let fast = mirror.get(&path).send().await.unwrap();
+    assert_eq!(fast.status(), StatusCode::OK);
+    assert_eq!(sha256(&fast.bytes().await.unwrap()), sha256(&big));
+    eventually("the fetched blob is stored", || {
+        mirror.leftovers().is_empty()
+    })
+    .await;
+
+    // Bounded: the body is finite and each chunk is at least one byte.
+    while let Some(chunk) = stalled.chunk().await.unwrap() {
+        received.extend_from_slice(&chunk);
+        assert!(received.len() <= big.len(), "more bytes than the blob");
+    }
+    assert_eq!(received.len(), big.len());
+    assert_eq!(sha256(&received), sha256(&big));
+    assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), 1);
+}

@@ -15,6 +15,7 @@
 mod apt_cli;
 mod crash;
 mod diff;
+mod drift_pages;
 mod e2e;
 mod gc_cli;
 mod harness;
