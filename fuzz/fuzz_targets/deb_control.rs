@@ -16,9 +16,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = BinaryControl::parse(text);
     if let Ok(version) = text.parse::<DebVersion>() {
         let printed = version.to_string();
-        let again: DebVersion = printed
-            .parse()
-            .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which does not parse: {e}"));
-        assert_eq!(again.cmp(&version), std::cmp::Ordering::Equal, "{text:?} → {printed:?}");
+        let again: DebVersion = printed.parse().unwrap_or_else(|e| {
+            panic!("{text:?} printed as {printed:?}, which does not parse: {e}")
+        });
+        assert_eq!(
+            again.cmp(&version),
+            std::cmp::Ordering::Equal,
+            "{text:?} → {printed:?}"
+        );
     }
 });

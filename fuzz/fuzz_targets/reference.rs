@@ -31,12 +31,20 @@ fuzz_target!(|data: &[u8]| {
     round_trips::<Reference>(text);
     round_trips::<Digest>(text);
     if let Ok(image) = text.parse::<ImageReference>() {
-        let _ = (image.registry(), image.repository(), image.tag(), image.digest());
+        let _ = (
+            image.registry(),
+            image.repository(),
+            image.tag(),
+            image.digest(),
+        );
         let _ = image.reference();
         let printed = image.to_string();
-        let again = printed
-            .parse::<ImageReference>()
-            .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which does not parse: {e}"));
-        assert!(again == image, "{text:?} → {printed:?} → a different reference");
+        let again = printed.parse::<ImageReference>().unwrap_or_else(|e| {
+            panic!("{text:?} printed as {printed:?}, which does not parse: {e}")
+        });
+        assert!(
+            again == image,
+            "{text:?} → {printed:?} → a different reference"
+        );
     }
 });

@@ -185,16 +185,18 @@ impl FromStr for ImageReference {
             Some((p, t)) => (p, Some(t.parse::<Tag>()?)),
             None => (path, None),
         };
-        let full_len = registry.len() + 1 + path.len();
-        if full_len > MAX_NAME_LEN {
-            return Err(ImageRefError::NameTooLong(rest.to_owned()));
-        }
         let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
             // Docker Hub's official images live under `library/`.
             format!("library/{path}").parse::<RepoName>()?
         } else {
             path.parse::<RepoName>()?
         };
+        // Measured on the name as printed (`library/` included), so that every reference
+        // accepted here parses again from its own `Display` (found by fuzz/reference).
+        let full_len = registry.len() + 1 + repository.as_str().len();
+        if full_len > MAX_NAME_LEN {
+            return Err(ImageRefError::NameTooLong(rest.to_owned()));
+        }
         let pin = match (tag, digest) {
             (None, None) => Pin::Tag(DEFAULT_TAG.parse()?),
             (Some(t), None) => Pin::Tag(t),
@@ -433,6 +435,23 @@ mod tests {
             long.parse::<ImageReference>(),
             Err(ImageRefError::NameTooLong(_))
         ));
+    }
+
+    /// fuzz/reference found a Docker Hub short name that fit 255 characters only without
+    /// the `library/` it is printed with, so its printed form did not parse.
+    #[test]
+    fn the_length_limit_counts_the_library_prefix() {
+        let short = "a".repeat(240);
+        assert!(matches!(
+            short.parse::<ImageReference>(),
+            Err(ImageRefError::NameTooLong(_))
+        ));
+        let fits = "a".repeat(255 - "docker.io/library/".len());
+        let parsed: ImageReference = fits.parse().unwrap();
+        assert_eq!(
+            parsed.to_string().parse::<ImageReference>().unwrap(),
+            parsed
+        );
     }
 
     #[test]
