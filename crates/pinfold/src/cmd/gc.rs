@@ -34,7 +34,7 @@ pub struct GcArgs {
 /// Runs `pinfold gc`. Exit codes: 0 done (or dry run listed); 2 error, including a GC or
 /// backup already running (nothing deleted then).
 pub async fn run(args: GcArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server).await?;
     let mut url = format!("{}/api/v1/gc", api.base);
     let mut params = Vec::new();
     if args.dry_run {
