@@ -378,15 +378,27 @@ impl AptService {
     /// # Errors
     /// When the metadata or the store fails.
     pub async fn collect_index_garbage(&self) -> Result<usize, AptError> {
+        let cutoff = time::OffsetDateTime::now_utc()
+            - time::Duration::try_from(self.inner.settings.index_gc_grace)
+                .unwrap_or(time::Duration::HOUR);
+        // Most passes find nothing: the lock is taken only when there is something to delete,
+        // so the collector rarely makes a GC run started at the same moment wait.
+        if self
+            .inner
+            .meta
+            .apt_index_garbage(cutoff, 1)
+            .await?
+            .is_empty()
+        {
+            return Ok(0);
+        }
         let Some(_sweep) = self.inner.store.try_lock_sweep()? else {
             tracing::debug!(
                 "index garbage kept for now: a backup or collection holds the sweep lock"
             );
             return Ok(0);
         };
-        let cutoff = time::OffsetDateTime::now_utc()
-            - time::Duration::try_from(self.inner.settings.index_gc_grace)
-                .unwrap_or(time::Duration::HOUR);
+        // Listed again under the lock: only what is garbage now is deleted.
         let garbage = self.inner.meta.apt_index_garbage(cutoff, 1000).await?;
         let mut deleted = Vec::with_capacity(garbage.len());
         for sha256 in garbage {

@@ -27,6 +27,9 @@ use time::OffsetDateTime;
 use super::Registry;
 use crate::v2::error::{ErrorCode, OciError};
 
+/// How long a GC run waits for the sweep lock before answering busy.
+const SWEEP_LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
 /// `[gc]` in `pinfold.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -316,6 +319,24 @@ impl Registry {
             .and_then(|text| serde_json::from_str(&text).ok()))
     }
 
+    /// Takes the sweep lock exclusive, retrying for [`SWEEP_LOCK_PATIENCE`]: the APT index
+    /// collector holds it for a moment now and then, which must not make a GC fail, while a
+    /// backup or another GC holds it for far longer, which must.
+    async fn lock_sweep(&self) -> Result<Option<pinfold_store::SweepGuard>, GcError> {
+        let deadline = Instant::now() + SWEEP_LOCK_PATIENCE;
+        loop {
+            let store = self.store().clone();
+            let guard = tokio::task::spawn_blocking(move || store.try_lock_sweep())
+                .await
+                .map_err(|e| OciError::internal(&e))?
+                .map_err(OciError::from)?;
+            if guard.is_some() || Instant::now() >= deadline {
+                return Ok(guard);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Runs garbage collection once (see the module docs for the order). With `dry_run`
     /// nothing changes and the report lists what a run now would remove. `orphans` adds the
     /// pass over every file.
@@ -324,12 +345,7 @@ impl Registry {
     /// [`GcError::Busy`] when a backup or another GC holds the sweep lock (nothing deleted);
     /// metadata or store failures.
     pub async fn collect_garbage(&self, dry_run: bool, orphans: bool) -> Result<GcReport, GcError> {
-        let store = self.store().clone();
-        let Some(_sweep) = tokio::task::spawn_blocking(move || store.try_lock_sweep())
-            .await
-            .map_err(|e| OciError::internal(&e))?
-            .map_err(OciError::from)?
-        else {
+        let Some(_sweep) = self.lock_sweep().await? else {
             return Err(GcError::Busy);
         };
         let started = Instant::now();

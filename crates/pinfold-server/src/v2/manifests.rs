@@ -102,6 +102,9 @@ pub async fn put(
             .detail(format!("manifest is {n} bytes, over the 4 MiB limit"))
     };
     if let Some(n) = declared.filter(|&n| n > MAX_MANIFEST_BYTES as u64) {
+        if n <= MAX_DRAINED_BYTES {
+            drain(body).await;
+        }
         return Err(too_large(n.to_string()));
     }
     let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES)
@@ -182,5 +185,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         assert!(acceptable(&h, media_type::DOCKER_MANIFEST_LIST));
+    }
+}
+
+/// Largest oversized manifest body read (and discarded) before answering 413. A client such as
+/// reqwest or Docker writes the whole body before it reads the answer; if the server answered
+/// and closed at once, the client would see a broken pipe instead of the 413. Beyond this the
+/// connection is simply closed: reading more would only spend bandwidth on a refusal.
+const MAX_DRAINED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads `body` to its end (or its first error), discarding it.
+async fn drain(body: Body) {
+    let mut body = body;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if frame.is_err() {
+            break;
+        }
     }
 }
