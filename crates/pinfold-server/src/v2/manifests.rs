@@ -160,6 +160,22 @@ pub async fn delete(
         .into_response())
 }
 
+/// Largest oversized manifest body read (and discarded) before answering 413. A client such as
+/// reqwest or Docker writes the whole body before it reads the answer; if the server answered
+/// and closed at once, the client would see a broken pipe instead of the 413. Beyond this the
+/// connection is simply closed: reading more would only spend bandwidth on a refusal.
+const MAX_DRAINED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads `body` to its end (or its first error), discarding it.
+async fn drain(body: Body) {
+    let mut body = body;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if frame.is_err() {
+            break;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,21 +201,5 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         assert!(acceptable(&h, media_type::DOCKER_MANIFEST_LIST));
-    }
-}
-
-/// Largest oversized manifest body read (and discarded) before answering 413. A client such as
-/// reqwest or Docker writes the whole body before it reads the answer; if the server answered
-/// and closed at once, the client would see a broken pipe instead of the 413. Beyond this the
-/// connection is simply closed: reading more would only spend bandwidth on a refusal.
-const MAX_DRAINED_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Reads `body` to its end (or its first error), discarding it.
-async fn drain(body: Body) {
-    let mut body = body;
-    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        if frame.is_err() {
-            break;
-        }
     }
 }
