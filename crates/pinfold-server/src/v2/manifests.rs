@@ -166,15 +166,24 @@ pub async fn delete(
 /// connection is simply closed: reading more would only spend bandwidth on a refusal.
 const MAX_DRAINED_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Reads `body` to its end (or its first error), discarding it.
+/// Reads `body` to its end, discarding it, while it keeps arriving: stops at its first error,
+/// when nothing arrived for [`DRAIN_IDLE`] (a client that waits for the answer before sending,
+/// or sends nothing), or after [`DRAIN_TOTAL`] in all.
 async fn drain(body: Body) {
     let mut body = body;
-    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        if frame.is_err() {
-            break;
+    let _ = tokio::time::timeout(DRAIN_TOTAL, async {
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(DRAIN_IDLE, http_body_util::BodyExt::frame(&mut body)).await
+        {
         }
-    }
+    })
+    .await;
 }
+
+/// See [`drain`].
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
+/// See [`drain`].
+const DRAIN_TOTAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
