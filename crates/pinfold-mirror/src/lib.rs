@@ -28,5 +28,7 @@ mod upstream;
 
 pub use config::{MirrorConfig, MirrorSettings, TagPolicy, UpstreamConfig};
 pub use error::MirrorError;
-pub use mirror::{CheckOutcome, DriftPass, Mirror, Promoted, PulledBlob, PulledManifest};
+pub use mirror::{
+    CheckOutcome, DriftPass, ImmutableTags, Mirror, Promoted, PulledBlob, PulledManifest,
+};
 pub use upstream::{Route, Upstream, Upstreams};

@@ -115,6 +115,23 @@ struct Inner {
     backoff: Mutex<HashMap<String, Instant>>,
     /// Held while a drift event is explained (one at a time).
     explaining: tokio::sync::Mutex<()>,
+    /// Tags the registry's rules make immutable: the mirror never moves them by itself.
+    immutable: std::sync::OnceLock<ImmutableTags>,
+}
+
+/// Says whether a tag of a repository is immutable (the server's `[[immutable]]` rules). Under
+/// `follow` and `cooldown` such a tag stays where it is and its upstream move stays an open
+/// drift event, as under `pin`.
+#[derive(Clone)]
+pub struct ImmutableTags(pub Arc<IsImmutable>);
+
+/// The predicate inside [`ImmutableTags`].
+pub type IsImmutable = dyn Fn(&RepoName, &Tag) -> bool + Send + Sync;
+
+impl std::fmt::Debug for ImmutableTags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImmutableTags(..)")
+    }
 }
 
 fn tag_move(actor: String, source: TagMoveSource) -> TagMove {
@@ -122,6 +139,12 @@ fn tag_move(actor: String, source: TagMoveSource) -> TagMove {
 }
 
 impl Mirror {
+    /// Tells the mirror which tags are immutable (once, right after [`Mirror::new`]; later
+    /// calls are ignored).
+    pub fn set_immutable_tags(&self, immutable: ImmutableTags) {
+        let _ = self.inner.immutable.set(immutable);
+    }
+
     /// A mirror of `config`'s upstreams writing to `meta` and `store`.
     ///
     /// # Errors
@@ -144,6 +167,7 @@ impl Mirror {
                 max_blob_bytes,
                 backoff: Mutex::new(HashMap::new()),
                 explaining: tokio::sync::Mutex::new(()),
+                immutable: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -459,9 +483,15 @@ impl Mirror {
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || handle.block_on(this.explain(route, event)));
         }
+        let immutable = self
+            .inner
+            .immutable
+            .get()
+            .is_some_and(|rule| (rule.0)(repo, tag));
         let follow = match (upstream.policy(), &observation.pinned) {
             (_, None) => false,
             (_, Some(pinned)) if *pinned == head.digest => false,
+            _ if immutable => false,
             (TagPolicy::Pin, _) => false,
             (TagPolicy::Follow, _) => true,
             (TagPolicy::Cooldown, _) => observation.state.upstream_since.is_some_and(|since| {

@@ -107,12 +107,17 @@ pub async fn open_registry(
     let mirror = if mirror_config.upstreams.is_empty() {
         None
     } else {
-        Some(Mirror::new(
+        let mirror = Mirror::new(
             mirror_config,
             meta.clone(),
             store.clone(),
             config.max_blob_bytes,
-        )?)
+        )?;
+        let rules = config.rules.clone();
+        mirror.set_immutable_tags(pinfold_mirror::ImmutableTags(std::sync::Arc::new(
+            move |repo, tag| rules.immutable_rule(repo.as_str(), tag.as_str()).is_some(),
+        )));
+        Some(mirror)
     };
     let registry = Registry::new(
         store,

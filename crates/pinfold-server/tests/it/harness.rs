@@ -73,8 +73,18 @@ impl TestServer {
 
     /// A server mirroring `mirror`'s upstreams.
     pub async fn start_mirror(mirror: MirrorConfig) -> TestServer {
+        TestServer::start_mirror_with(mirror, |_| {}).await
+    }
+
+    /// A server mirroring `mirror`'s upstreams, with the configuration `configure` adjusts.
+    pub async fn start_mirror_with(
+        mirror: MirrorConfig,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let mut config = ServerConfig::default();
+        configure(&mut config);
         let dir = tempfile::tempdir().expect("create a temporary data directory");
-        TestServer::start_in(dir, ServerConfig::default(), mirror).await
+        TestServer::start_in(dir, config, mirror).await
     }
 
     /// A server with users and permissions; `client` sends `authorization` (an

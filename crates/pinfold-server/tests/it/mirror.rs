@@ -602,6 +602,46 @@ async fn follow_policy_moves_with_the_upstream() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// An `[[immutable]]` rule outranks the `follow` policy: the mirror keeps serving what the tag
+/// first resolved to, and the upstream's move stays an open drift event.
+#[tokio::test]
+async fn follow_policy_never_moves_an_immutable_tag() {
+    let upstream = TestServer::start().await;
+    let a = upstream.push_image("team/tool", "stable").await;
+    let mut up = upstream_config("quay.io", upstream.addr, TagPolicy::Follow);
+    up.refresh_seconds = 0;
+    let mirror = TestServer::start_mirror_with(mirror_of(vec![up]), |c| {
+        c.rules.immutable = vec![pinfold_server::registry::gc::ImmutableRule {
+            repositories: "quay.io/team/*".into(),
+            tags: vec!["stable".into()],
+        }];
+    })
+    .await;
+    let path = "/v2/quay.io/team/tool/manifests/stable";
+    let (_, digest) = manifest_digest(&mirror, path).await;
+    assert_eq!(digest.unwrap(), a.digest.to_string());
+    let b = upstream.push_image("team/tool", "stable").await;
+    let (_, digest) = manifest_digest(&mirror, path).await;
+    assert_eq!(
+        digest.unwrap(),
+        a.digest.to_string(),
+        "the immutable tag moved"
+    );
+    let drift = json(mirror.get("/api/v1/drift").send().await.unwrap()).await;
+    let event = &drift["events"][0];
+    assert_eq!(event["pinned_digest"], a.digest.to_string(), "{drift}");
+    assert_eq!(event["upstream_digest"], b.digest.to_string(), "{drift}");
+    let history = json(
+        mirror
+            .get("/api/v1/repositories/quay.io/team/tool/tags/stable/history")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+}
+
 /// containerd's `?ns=` form and Docker's `registry-mirrors` form reach the same mirrored
 /// repository; local pushes to other names keep working; an unknown `ns` is NAME_UNKNOWN.
 #[tokio::test]
