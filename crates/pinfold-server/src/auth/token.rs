@@ -180,17 +180,16 @@ async fn issue_for(
     anonymous_refused: bool,
 ) -> Response {
     let auth = &state.auth;
-    let client = client.to_owned();
     let caller = match auth.authenticate(headers).await {
         Ok(caller) if anonymous_refused && caller.via == Via::Anonymous => {
-            return unauthorized(auth, "unknown", &client).await;
+            return unauthorized(auth, "unknown", client).await;
         }
         Ok(caller) if caller.via != Via::Jwt && caller.via != Via::DeployKey => caller,
         Ok(_) | Err(AuthFailure::Malformed) => {
-            return unauthorized(auth, "unknown", &client).await;
+            return unauthorized(auth, "unknown", client).await;
         }
         Err(AuthFailure::Rejected { claimed }) => {
-            return unauthorized(auth, claimed.as_deref().unwrap_or("unknown"), &client).await;
+            return unauthorized(auth, claimed.as_deref().unwrap_or("unknown"), client).await;
         }
     };
     if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {

@@ -59,10 +59,7 @@ impl TestServer {
 
     /// A server whose configuration `configure` adjusts first.
     pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        let mut config = ServerConfig::default();
-        configure(&mut config);
-        let dir = tempfile::tempdir().expect("create a temporary data directory");
-        TestServer::start_in(dir, config, MirrorConfig::default()).await
+        TestServer::start_mirror_with(MirrorConfig::default(), configure).await
     }
 
     /// A server over `dir` as its data directory (e.g. one inside a directory the test
@@ -81,8 +78,7 @@ impl TestServer {
         mirror: MirrorConfig,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
-        let mut config = ServerConfig::default();
-        configure(&mut config);
+        let config = configured(configure);
         let dir = tempfile::tempdir().expect("create a temporary data directory");
         TestServer::start_in(dir, config, mirror).await
     }
@@ -100,8 +96,7 @@ impl TestServer {
         authorization: Option<String>,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
-        let mut config = ServerConfig::default();
-        configure(&mut config);
+        let config = configured(configure);
         let dir = tempfile::tempdir().expect("create a temporary data directory");
         TestServer::start_full(dir, config, MirrorConfig::default(), (auth, authorization)).await
     }
@@ -639,4 +634,11 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&rest[start..start + size]);
         rest = &rest[start + size + 2..];
     }
+}
+
+/// The default server configuration as `configure` adjusts it.
+fn configured(configure: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    configure(&mut config);
+    config
 }
