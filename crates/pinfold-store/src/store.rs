@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -87,32 +86,107 @@ struct RangeReader {
 }
 
 impl RangeReader {
-    /// The next chunk, or `None` at the end of the range. Starts reads up to the prefetch
-    /// depth first, so the disk works while the consumer sends.
+    /// The next chunk, or `None` at the end of the range.
+    ///
+    /// Bytes in the page cache (a blob pulled or pushed recently: the common case) are read
+    /// right here, without waiting for the disk (`RWF_NOWAIT`): no trip to the blocking pool
+    /// and no thread wake-up per chunk. Otherwise reads go to the blocking pool, up to the
+    /// prefetch depth ahead, so the disk works while the consumer sends; the stream stays
+    /// on that path, as a blob not in the page cache is read from the disk to its end.
     async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        if std::mem::take(&mut self.first) {
+            // Cheap (it only sets the file's read-ahead mode), so done right here.
+            advise_sequential(&self.file, self.next, self.end - self.next);
+        }
+        if self.in_flight.is_empty() && self.next < self.end {
+            let want = self.chunk_len();
+            if let Some(chunk) = read_cached(&self.file, self.next, want) {
+                self.next += chunk.len() as u64;
+                return Some(Ok(chunk));
+            }
+        }
         while self.in_flight.len() < STREAM_PREFETCH_CHUNKS && self.next < self.end {
             let runtime = match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => runtime,
                 Err(e) => return Some(Err(io::Error::other(e))),
             };
             let offset = self.next;
-            let want = usize::try_from(self.end - offset)
-                .map_or(STREAM_CHUNK_BYTES, |rest| rest.min(STREAM_CHUNK_BYTES));
+            let want = self.chunk_len();
             self.next += want as u64;
             let file = Arc::clone(&self.file);
-            let advise = std::mem::take(&mut self.first).then_some(self.end - offset);
-            self.in_flight.push_back(runtime.spawn_blocking(move || {
-                if let Some(len) = advise {
-                    advise_sequential(&file, offset, len);
-                }
-                let mut buf = vec![0u8; want];
-                file.read_exact_at(&mut buf, offset)?;
-                Ok(Bytes::from(buf))
-            }));
+            self.in_flight
+                .push_back(runtime.spawn_blocking(move || read_exact_at(&file, offset, want)));
         }
         let read = self.in_flight.pop_front()?;
         Some(read.await.unwrap_or_else(|e| Err(io::Error::other(e))))
     }
+
+    /// The length of the next read: a chunk, or what is left of the range.
+    fn chunk_len(&self) -> usize {
+        usize::try_from(self.end - self.next)
+            .map_or(STREAM_CHUNK_BYTES, |rest| rest.min(STREAM_CHUNK_BYTES))
+    }
+}
+
+/// Reads up to `want` bytes at `offset` if the page cache holds them, without waiting for the
+/// disk (`preadv2` with `RWF_NOWAIT`): `None` when it does not (or the kernel cannot tell, or
+/// the file ends first), and the caller reads the blocking way, which also reports errors.
+#[cfg(target_os = "linux")]
+fn read_cached(file: &File, offset: u64, want: usize) -> Option<Bytes> {
+    use std::os::fd::AsRawFd;
+    let offset = i64::try_from(offset).ok()?;
+    let mut buf: Vec<u8> = Vec::with_capacity(want);
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    // SAFETY: `iov` describes `want` bytes of `buf`'s allocation, which outlives the call;
+    // the kernel writes at most that many, and `set_len` covers only the `n` it wrote.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    let n = usize::try_from(n).ok().filter(|n| *n > 0)?;
+    // SAFETY: the kernel initialized the first `n <= want` bytes.
+    unsafe { buf.set_len(n) };
+    Some(Bytes::from(buf))
+}
+
+/// Elsewhere every read takes the blocking path.
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_file: &File, _offset: u64, _want: usize) -> Option<Bytes> {
+    None
+}
+
+/// Reads exactly `want` bytes at `offset` into a new buffer that is never zeroed first (the
+/// kernel fills it); [`io::ErrorKind::UnexpectedEof`] if the file ends before.
+fn read_exact_at(file: &File, offset: u64, want: usize) -> io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(want);
+    while buf.len() < want {
+        let at = i64::try_from(offset + buf.len() as u64).map_err(io::Error::other)?;
+        let rest = want - buf.len();
+        // SAFETY: the pointer and length describe the unused part of `buf`'s allocation
+        // (`want` bytes reserved), which outlives the call; the kernel writes at most `rest`
+        // bytes there, and `set_len` covers only those it reports written.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(buf.len()).cast(),
+                rest,
+                at,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            // SAFETY: the kernel initialized `n <= rest` more bytes.
+            Ok(n) => unsafe { buf.set_len(buf.len() + n.min(rest)) },
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Tells the kernel the range will be read sequentially, which doubles its read-ahead for
@@ -1375,6 +1449,81 @@ mod tests {
         let mut stream = std::pin::pin!(file.into_stream(0, size));
         let first = stream.next().await.unwrap().unwrap();
         assert_eq!(first.len(), STREAM_CHUNK_BYTES);
+    }
+
+    /// Whether the page cache holds every page of `path` (`mincore` on a mapping of it).
+    fn fully_cached(path: &Path) -> bool {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).unwrap();
+        let len = usize::try_from(file.metadata().unwrap().len()).unwrap();
+        let page = 4096;
+        // SAFETY: a private read-only mapping of an open file, unmapped below; `mincore`
+        // writes one byte per page into a vector of that many bytes.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let mut pages = vec![0u8; len.div_ceil(page)];
+            assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+            pages.iter().all(|p| p & 1 == 1)
+        }
+    }
+
+    /// Drops `path`'s pages from the page cache (they are clean: the store fsynced them).
+    fn evict(path: &Path) {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: posix_fadvise only reads its integer arguments.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+    }
+
+    #[tokio::test]
+    async fn blobs_stream_alike_from_the_page_cache_and_from_the_disk() {
+        // Cached bytes are read on the runtime's thread (RWF_NOWAIT); bytes the page cache
+        // does not hold go through the blocking pool. Both give the exact range, and a
+        // range past the end is an error either way.
+        let (_tmp, store) = open_store();
+        let content = data(5 * STREAM_CHUNK_BYTES + 77, 12);
+        let digest = Digest::sha256(&content);
+        store
+            .put_blob(&digest, Bytes::from(content.clone()))
+            .await
+            .unwrap();
+        let path = store.blob_path(&digest);
+        let size = content.len() as u64;
+        for cached in [true, false] {
+            for (start, len) in [
+                (0, size),
+                (STREAM_CHUNK_BYTES as u64 + 3, 2 * STREAM_CHUNK_BYTES as u64),
+            ] {
+                if cached {
+                    let _ = std::fs::read(&path).unwrap();
+                } else {
+                    evict(&path);
+                    // Some file systems (tmpfs) cannot drop pages: then both rounds take
+                    // the cached path, which is still checked.
+                }
+                let file = store.open_blob(&digest).await.unwrap().unwrap();
+                let got = collect(file.into_stream(start, len)).await.unwrap();
+                let want = &content[start as usize..(start + len) as usize];
+                assert!(got == want, "cached {cached}, range {start}+{len}");
+            }
+            if cached {
+                assert!(fully_cached(&path));
+            }
+            let file = store.open_blob(&digest).await.unwrap().unwrap();
+            let err = collect(file.into_stream(size - 10, 11)).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "cached {cached}");
+        }
     }
 
     #[tokio::test]
