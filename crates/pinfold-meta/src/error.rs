@@ -61,7 +61,9 @@ pub enum MetaError {
         missing: String,
     },
     /// An immutable tag already points at another digest (nothing recorded).
-    #[error("tag {tag} of {repo} is immutable: it points at {current}")]
+    #[error(
+        "tag {tag} of {repo} is immutable: it points at {current} and cannot move to {refused}"
+    )]
     TagImmutable {
         /// The repository.
         repo: String,
@@ -69,6 +71,8 @@ pub enum MetaError {
         tag: String,
         /// The digest it keeps.
         current: String,
+        /// The digest it was not moved to.
+        refused: String,
     },
     /// An upload session with this id is already recorded.
     #[error("upload session {0:?} already exists")]

@@ -184,20 +184,8 @@ impl Meta {
             }
 
             if let (Some(tag), true) = (tag, tag_immutable) {
-                tx.lock_tag(manifest.repo.as_str(), tag.as_str()).await?;
-                let current: Option<String> =
-                    sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
-                        .bind(id)
-                        .bind(tag.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(current) = current.filter(|c| c != manifest.digest.as_str()) {
-                    return Err(MetaError::TagImmutable {
-                        repo: manifest.repo.to_string(),
-                        tag: tag.to_string(),
-                        current,
-                    });
-                }
+                tx.keep_immutable_in(&manifest.repo, id, tag, &manifest.digest)
+                    .await?;
             }
 
             let moved = match tag {

@@ -31,6 +31,21 @@ pub(crate) trait TagQueries {
         mv: &TagMove,
         now: i64,
     ) -> Result<bool, MetaError>;
+
+    /// Refuses moving the immutable `tag` of `repo` (id `repo_id`) to `to` when it points at
+    /// another digest already. Takes the tag's lock first, so no concurrent move slips in
+    /// between this check and the caller's change in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`MetaError::TagImmutable`], [`MetaError::Database`].
+    async fn keep_immutable_in(
+        &mut self,
+        repo: &RepoName,
+        repo_id: i64,
+        tag: &Tag,
+        to: &Digest,
+    ) -> Result<(), MetaError>;
 }
 
 impl_for_connections!(TagQueries {
@@ -89,6 +104,31 @@ impl_for_connections!(TagQueries {
             .await?;
         Ok(true)
     }
+
+    async fn keep_immutable_in(
+        &mut self,
+        repo: &RepoName,
+        repo_id: i64,
+        tag: &Tag,
+        to: &Digest,
+    ) -> Result<(), MetaError> {
+        self.lock_tag(repo.as_str(), tag.as_str()).await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(repo_id)
+                .bind(tag.as_str())
+                .fetch_optional(&mut *self)
+                .await?;
+        match current {
+            Some(current) if current != to.as_str() => Err(MetaError::TagImmutable {
+                repo: repo.to_string(),
+                tag: tag.to_string(),
+                current,
+                refused: to.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
 });
 
 impl Meta {
@@ -118,14 +158,15 @@ impl Meta {
     }
 
     /// Points `tag` of `repo` at a manifest the repository already holds (promote, restore),
-    /// journaling the move with `mv` in the same transaction.
+    /// journaling the move with `mv` in the same transaction. With `tag_immutable` (the tag
+    /// matches an `[[immutable]]` rule) a tag that points at another digest is not moved.
     ///
     /// Returns whether the tag changed; `false` (and no journal row) if it already pointed there.
     ///
     /// # Errors
     ///
     /// [`MetaError::ManifestUnknown`] if `repo` does not hold the manifest `digest`;
-    /// [`MetaError::Database`]. Nothing changes then.
+    /// [`MetaError::TagImmutable`]; [`MetaError::Database`]. Nothing changes then.
     #[tracing::instrument(level = "debug", skip_all, fields(%repo, %tag, %digest))]
     pub async fn move_tag(
         &self,
@@ -133,6 +174,7 @@ impl Meta {
         tag: &Tag,
         digest: &Digest,
         mv: &TagMove,
+        tag_immutable: bool,
     ) -> Result<bool, MetaError> {
         let now = columns::now_micros();
         on_engine!(self, |db| {
@@ -143,6 +185,9 @@ impl Meta {
                     digest: digest.clone(),
                 });
             };
+            if tag_immutable {
+                tx.keep_immutable_in(repo, id, tag, digest).await?;
+            }
             let moved = tx.move_tag_in(repo, id, tag, Some(digest), mv, now).await?;
             if moved {
                 tx.commit().await?;

@@ -145,6 +145,14 @@ impl Mirror {
         let _ = self.inner.immutable.set(immutable);
     }
 
+    /// Whether the registry's rules make `tag` of `repo` immutable.
+    fn is_immutable(&self, repo: &RepoName, tag: &Tag) -> bool {
+        self.inner
+            .immutable
+            .get()
+            .is_some_and(|rule| (rule.0)(repo, tag))
+    }
+
     /// A mirror of `config`'s upstreams writing to `meta` and `store`.
     ///
     /// # Errors
@@ -483,11 +491,7 @@ impl Mirror {
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || handle.block_on(this.explain(route, event)));
         }
-        let immutable = self
-            .inner
-            .immutable
-            .get()
-            .is_some_and(|rule| (rule.0)(repo, tag));
+        let immutable = self.is_immutable(repo, tag);
         let follow = match (upstream.policy(), &observation.pinned) {
             (_, None) => false,
             (_, Some(pinned)) if *pinned == head.digest => false,
@@ -553,9 +557,17 @@ impl Mirror {
                 .await?;
         }
         let previous = self.meta().resolve_tag(repo, tag).await?.map(|r| r.digest);
+        // A promotion of an immutable tag is refused under the tag's lock (the policies never
+        // try one, see `Mirror::check`).
         let moved = self
             .meta()
-            .move_tag(repo, tag, digest, &tag_move(actor.clone(), source))
+            .move_tag(
+                repo,
+                tag,
+                digest,
+                &tag_move(actor.clone(), source),
+                self.is_immutable(repo, tag),
+            )
             .await?;
         // A move the mirror made on its own (follow and cooldown policies) has no request
         // behind it for the server's audit middleware to record, so it is audited here.

@@ -632,7 +632,7 @@ pub async fn tags_only_point_at_manifests_of_their_repository(meta: &Meta) {
 
     // A digest the repository does not hold: refused by the foreign key, nothing journaled.
     let unknown = digest("never-pushed");
-    match meta.move_tag(&r, &t, &unknown, &promote).await {
+    match meta.move_tag(&r, &t, &unknown, &promote, false).await {
         Err(MetaError::ManifestUnknown { repo, digest }) => {
             assert_eq!((repo, digest), (r.clone(), unknown.clone()));
         }
@@ -640,11 +640,11 @@ pub async fn tags_only_point_at_manifests_of_their_repository(meta: &Meta) {
     }
     // A manifest of another repository does not count either.
     assert!(matches!(
-        meta.move_tag(&r, &t, &digest("fk2"), &promote).await,
+        meta.move_tag(&r, &t, &digest("fk2"), &promote, false).await,
         Err(MetaError::ManifestUnknown { .. })
     ));
     assert!(matches!(
-        meta.move_tag(&repo("fk-none"), &t, &m1.digest, &promote)
+        meta.move_tag(&repo("fk-none"), &t, &m1.digest, &promote, false)
             .await,
         Err(MetaError::ManifestUnknown { .. })
     ));
@@ -652,15 +652,24 @@ pub async fn tags_only_point_at_manifests_of_their_repository(meta: &Meta) {
     assert_eq!(journal_len(meta).await, 0);
 
     // A manifest it holds: moved and journaled once.
-    assert!(meta.move_tag(&r, &t, &m1.digest, &promote).await.unwrap());
-    assert!(!meta.move_tag(&r, &t, &m1.digest, &promote).await.unwrap());
+    assert!(meta
+        .move_tag(&r, &t, &m1.digest, &promote, false)
+        .await
+        .unwrap());
+    assert!(!meta
+        .move_tag(&r, &t, &m1.digest, &promote, false)
+        .await
+        .unwrap());
     let rows = meta.tag_history(&r, &t).await.unwrap();
     assert_eq!(moves(&rows), [(None, Some(m1.digest.clone()))]);
     assert_eq!(rows[0].source, TagMoveSource::Promote);
     assert_eq!(rows[0].actor, "carol");
 
     // A failed move leaves the tag where it was.
-    assert!(meta.move_tag(&r, &t, &unknown, &promote).await.is_err());
+    assert!(meta
+        .move_tag(&r, &t, &unknown, &promote, false)
+        .await
+        .is_err());
     assert_eq!(
         meta.resolve_tag(&r, &t).await.unwrap().unwrap().digest,
         m1.digest
@@ -841,6 +850,7 @@ pub async fn drift_events_follow_the_upstream(meta: &Meta) {
             actor: "carol".into(),
             source: TagMoveSource::Promote,
         },
+        false,
     )
     .await
     .unwrap();
@@ -1444,6 +1454,27 @@ pub async fn gc_candidates_tolerate_repeated_references(meta: &Meta) {
         .put_manifest_checked(&b, Some(&tag("frozen")), &push(), true)
         .await
     {
+        Err(MetaError::TagImmutable {
+            current, refused, ..
+        }) => {
+            assert_eq!(current, a.digest.to_string());
+            assert_eq!(refused, b.digest.to_string());
+        }
+        other => panic!("expected TagImmutable, got {other:?}"),
+    }
+    // A promotion too: the same digest is no move, another is refused under the tag's lock.
+    let promote = TagMove {
+        actor: "carol".into(),
+        source: TagMoveSource::Promote,
+    };
+    assert!(!meta
+        .move_tag(&r, &tag("frozen"), &a.digest, &promote, true)
+        .await
+        .unwrap());
+    match meta
+        .move_tag(&r, &tag("frozen"), &b.digest, &promote, true)
+        .await
+    {
         Err(MetaError::TagImmutable { current, .. }) => assert_eq!(current, a.digest.to_string()),
         other => panic!("expected TagImmutable, got {other:?}"),
     }
@@ -1456,6 +1487,11 @@ pub async fn gc_candidates_tolerate_repeated_references(meta: &Meta) {
         a.digest
     );
     assert_eq!(meta.tag_history(&r, &tag("frozen")).await.unwrap().len(), 1);
+    // An immutable tag not set yet takes its first digest.
+    assert!(meta
+        .move_tag(&r, &tag("frozen-new"), &b.digest, &promote, true)
+        .await
+        .unwrap());
 }
 
 /// Untagged manifests and unreferenced blob links go (with their cascades, in one run); tagged

@@ -84,8 +84,8 @@ pub async fn get(
 pub struct PromoteRequest {
     /// The digest to point the tag at; default: what the upstream says now.
     digest: Option<String>,
-    /// Who promotes (recorded in the journal); default `anonymous`. Until authentication
-    /// exists this is the caller's word.
+    /// Who promotes (recorded in the journal) on a server without users; default `anonymous`.
+    /// With users, the authenticated user is recorded and this is ignored.
     actor: Option<String>,
 }
 

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Registry;
-use crate::v2::error::{ErrorCode, OciError};
+use crate::v2::error::OciError;
 
 /// How long a GC run waits for the sweep lock before answering busy.
 const SWEEP_LOCK_PATIENCE: Duration = Duration::from_secs(2);
@@ -290,21 +290,21 @@ impl Registry {
         }
     }
 
-    /// The DENIED answer to moving immutable `tag` from `current` to `to`. The explanation is
-    /// the message itself: skopeo and docker print `message`, not `detail`.
+    /// The DENIED answer to moving immutable `tag` from `current` to `to` (worded by
+    /// [`pinfold_meta::MetaError::TagImmutable`], as the refusals inside a transaction are).
     pub(crate) fn immutable_refusal(
         repo: &RepoName,
         tag: Option<&Tag>,
         current: &str,
         to: &Digest,
     ) -> OciError {
-        let tag = tag.map(Tag::as_str).unwrap_or_default();
-        let message = format!(
-            "tag {tag} of {repo} is immutable: it points at {current} and cannot move to {to}"
-        );
-        OciError::new(ErrorCode::Denied)
-            .detail(message.clone())
-            .with_message(message)
+        pinfold_meta::MetaError::TagImmutable {
+            repo: repo.to_string(),
+            tag: tag.map(Tag::to_string).unwrap_or_default(),
+            current: current.to_owned(),
+            refused: to.to_string(),
+        }
+        .into()
     }
 
     /// The last real run's report (JSON text as recorded), if any.

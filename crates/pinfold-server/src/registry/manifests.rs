@@ -158,14 +158,6 @@ impl Registry {
             .await
         {
             Ok(()) => {}
-            Err(pinfold_meta::MetaError::TagImmutable { current, .. }) => {
-                return Err(Self::immutable_refusal(
-                    repo,
-                    tag.as_ref(),
-                    &current,
-                    &digest,
-                ))
-            }
             Err(pinfold_meta::MetaError::ReferencesMissing { missing, .. }) => {
                 return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
                     .detail(format!("{missing} is not in {repo}")))

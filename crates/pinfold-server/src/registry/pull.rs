@@ -180,13 +180,17 @@ impl Registry {
                         "{repo} is not mirrored: name the digest to promote"
                     )));
                 };
-                self.check_immutable(repo, tag, to).await?;
                 let previous = self.meta().resolve_tag(repo, tag).await?.map(|r| r.digest);
                 let mv = TagMove {
                     actor: actor.to_owned(),
                     source: TagMoveSource::Promote,
                 };
-                let moved = match self.meta().move_tag(repo, tag, to, &mv).await {
+                // Checked under the tag's lock, in the transaction that moves it.
+                let immutable = self
+                    .rules()
+                    .immutable_rule(repo.as_str(), tag.as_str())
+                    .is_some();
+                let moved = match self.meta().move_tag(repo, tag, to, &mv, immutable).await {
                     Ok(moved) => moved,
                     Err(pinfold_meta::MetaError::ManifestUnknown { .. }) => {
                         return Err(OciError::new(ErrorCode::ManifestUnknown)

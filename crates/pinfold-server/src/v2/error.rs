@@ -331,7 +331,14 @@ impl From<ManifestError> for OciError {
 
 impl From<MetaError> for OciError {
     fn from(e: MetaError) -> Self {
-        OciError::internal(&e)
+        match &e {
+            // The explanation is the message itself: skopeo and docker print `message`, not
+            // `detail`.
+            MetaError::TagImmutable { .. } => OciError::new(ErrorCode::Denied)
+                .detail(e.to_string())
+                .with_message(e.to_string()),
+            _ => OciError::internal(&e),
+        }
     }
 }
 

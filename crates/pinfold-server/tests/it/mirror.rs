@@ -603,9 +603,10 @@ async fn follow_policy_moves_with_the_upstream() {
 }
 
 /// An `[[immutable]]` rule outranks the `follow` policy: the mirror keeps serving what the tag
-/// first resolved to, and the upstream's move stays an open drift event.
+/// first resolved to, and the upstream's move stays an open drift event that no promotion
+/// can accept.
 #[tokio::test]
-async fn follow_policy_never_moves_an_immutable_tag() {
+async fn follow_policy_never_moves_an_immutable_tag_nor_does_a_promotion() {
     let upstream = TestServer::start().await;
     let a = upstream.push_image("team/tool", "stable").await;
     let mut up = upstream_config("quay.io", upstream.addr, TagPolicy::Follow);
@@ -640,6 +641,41 @@ async fn follow_policy_never_moves_an_immutable_tag() {
     )
     .await;
     assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+
+    // A person cannot move it either: promoting the upstream's digest (named or not) is
+    // DENIED, naming the tag and both digests, and changes nothing.
+    for body in [
+        serde_json::json!({"actor": "alice"}),
+        serde_json::json!({"actor": "alice", "digest": b.digest.to_string()}),
+    ] {
+        let resp = mirror
+            .post("/api/v1/repositories/quay.io/team/tool/tags/stable/promote")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        // The management API's own error format.
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], "DENIED", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        for part in ["stable", &a.digest.to_string(), &b.digest.to_string()] {
+            assert!(message.contains(part), "{message} names {part}");
+        }
+    }
+    let (_, digest) = manifest_digest(&mirror, path).await;
+    assert_eq!(digest.unwrap(), a.digest.to_string());
+    let history = json(
+        mirror
+            .get("/api/v1/repositories/quay.io/team/tool/tags/stable/history")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    let drift = json(mirror.get("/api/v1/drift").send().await.unwrap()).await;
+    assert_eq!(drift["events"].as_array().unwrap().len(), 1, "{drift}");
 }
 
 /// containerd's `?ns=` form and Docker's `registry-mirrors` form reach the same mirrored
