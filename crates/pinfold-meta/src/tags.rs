@@ -16,7 +16,7 @@ pub(crate) trait TagQueries {
     /// points at `new` (or is already absent).
     ///
     /// Call inside a write transaction, which the caller commits. Takes the tag's lock first
-    /// ([`Dialect::lock_tag`]), so the previous digest it reads is the one it replaces.
+    /// ([`TagQueries::lock_tag_digest`]), so the previous digest it reads is the one it replaces.
     ///
     /// # Errors
     ///
@@ -31,6 +31,19 @@ pub(crate) trait TagQueries {
         mv: &TagMove,
         now: i64,
     ) -> Result<bool, MetaError>;
+
+    /// Takes `tag`'s lock ([`Dialect::lock_tag`]) and reads the digest it points at now, which
+    /// then stays so until the caller's transaction ends.
+    ///
+    /// # Errors
+    ///
+    /// [`MetaError::Database`].
+    async fn lock_tag_digest(
+        &mut self,
+        repo: &RepoName,
+        repo_id: i64,
+        tag: &Tag,
+    ) -> Result<Option<String>, MetaError>;
 
     /// Refuses moving the immutable `tag` of `repo` (id `repo_id`) to `to` when it points at
     /// another digest already. Takes the tag's lock first, so no concurrent move slips in
@@ -58,13 +71,7 @@ impl_for_connections!(TagQueries {
         mv: &TagMove,
         now: i64,
     ) -> Result<bool, MetaError> {
-        self.lock_tag(repo.as_str(), tag.as_str()).await?;
-        let previous: Option<String> =
-            sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
-                .bind(repo_id)
-                .bind(tag.as_str())
-                .fetch_optional(&mut *self)
-                .await?;
+        let previous = self.lock_tag_digest(repo, repo_id, tag).await?;
         if previous.as_deref() == new.map(Digest::as_str) {
             return Ok(false);
         }
@@ -105,6 +112,22 @@ impl_for_connections!(TagQueries {
         Ok(true)
     }
 
+    async fn lock_tag_digest(
+        &mut self,
+        repo: &RepoName,
+        repo_id: i64,
+        tag: &Tag,
+    ) -> Result<Option<String>, MetaError> {
+        self.lock_tag(repo.as_str(), tag.as_str()).await?;
+        Ok(
+            sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(repo_id)
+                .bind(tag.as_str())
+                .fetch_optional(&mut *self)
+                .await?,
+        )
+    }
+
     async fn keep_immutable_in(
         &mut self,
         repo: &RepoName,
@@ -112,14 +135,7 @@ impl_for_connections!(TagQueries {
         tag: &Tag,
         to: &Digest,
     ) -> Result<(), MetaError> {
-        self.lock_tag(repo.as_str(), tag.as_str()).await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
-                .bind(repo_id)
-                .bind(tag.as_str())
-                .fetch_optional(&mut *self)
-                .await?;
-        match current {
+        match self.lock_tag_digest(repo, repo_id, tag).await? {
             Some(current) if current != to.as_str() => Err(MetaError::TagImmutable {
                 repo: repo.to_string(),
                 tag: tag.to_string(),

@@ -254,6 +254,18 @@ async fn manifest_digest(server: &TestServer, path: &str) -> (StatusCode, Option
     (resp.status(), header(&resp, "docker-content-digest"))
 }
 
+/// The tag journal of `repo:tag` as the history API gives it.
+async fn tag_history(server: &TestServer, repo: &str, tag: &str) -> Value {
+    json(
+        server
+            .get(&format!("/api/v1/repositories/{repo}/tags/{tag}/history"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 async fn json(resp: reqwest::Response) -> Value {
     assert!(resp.status().is_success(), "{}", resp.status());
     resp.json().await.unwrap()
@@ -417,14 +429,7 @@ async fn pinned_tag_drifts_and_is_promoted() {
     .await;
     assert_eq!(status, StatusCode::OK, "A still pulls by digest");
 
-    let history = json(
-        mirror
-            .get("/api/v1/repositories/docker.io/library/ruby/tags/2.7/history")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let history = tag_history(&mirror, "docker.io/library/ruby", "2.7").await;
     let rows = history.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["new_digest"], a.digest.to_string());
@@ -563,14 +568,7 @@ async fn follow_policy_moves_with_the_upstream() {
     let b = upstream.push_image("team/tool", "stable").await;
     let (_, digest) = manifest_digest(&mirror, "/v2/quay.io/team/tool/manifests/stable").await;
     assert_eq!(digest.unwrap(), b.digest.to_string());
-    let history = json(
-        mirror
-            .get("/api/v1/repositories/quay.io/team/tool/tags/stable/history")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let history = tag_history(&mirror, "quay.io/team/tool", "stable").await;
     let moves: Vec<(&Value, &Value)> = history
         .as_array()
         .unwrap()
@@ -632,14 +630,7 @@ async fn follow_policy_never_moves_an_immutable_tag_nor_does_a_promotion() {
     let event = &drift["events"][0];
     assert_eq!(event["pinned_digest"], a.digest.to_string(), "{drift}");
     assert_eq!(event["upstream_digest"], b.digest.to_string(), "{drift}");
-    let history = json(
-        mirror
-            .get("/api/v1/repositories/quay.io/team/tool/tags/stable/history")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let history = tag_history(&mirror, "quay.io/team/tool", "stable").await;
     assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
 
     // A person cannot move it either: promoting the upstream's digest (named or not) is
@@ -665,14 +656,7 @@ async fn follow_policy_never_moves_an_immutable_tag_nor_does_a_promotion() {
     }
     let (_, digest) = manifest_digest(&mirror, path).await;
     assert_eq!(digest.unwrap(), a.digest.to_string());
-    let history = json(
-        mirror
-            .get("/api/v1/repositories/quay.io/team/tool/tags/stable/history")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let history = tag_history(&mirror, "quay.io/team/tool", "stable").await;
     assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
     let drift = json(mirror.get("/api/v1/drift").send().await.unwrap()).await;
     assert_eq!(drift["events"].as_array().unwrap().len(), 1, "{drift}");
@@ -716,14 +700,7 @@ async fn addressing_forms_and_local_pushes() {
         a.layers[0][..]
     );
     // One repository, one journal row.
-    let history = json(
-        mirror
-            .get("/api/v1/repositories/docker.io/library/ruby/tags/3.3/history")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let history = tag_history(&mirror, "docker.io/library/ruby", "3.3").await;
     assert_eq!(history.as_array().unwrap().len(), 1);
 
     let resp = mirror
