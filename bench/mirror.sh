@@ -13,6 +13,9 @@
 # check) are reported beside them for the cold case: a mirror that checks every digest cannot
 # move bytes faster than SHA-256, so that ratio shows the cost of the check itself.
 #
+# The CPU seconds per GiB the mirror spends on a cold pull (and the upstream on a direct one),
+# from /proc/<pid>/stat, are reported too: less noisy than wall time on a shared machine.
+#
 # Targets: cold <= 1.2x direct; warm ~ local (<= 1.1x). Each round starts a fresh mirror data
 # directory so every cold pull is cold. Medians over --runs rounds (default 3).
 #
@@ -80,6 +83,7 @@ pull() { # url digest -> wall seconds of a GET whose body is hashed as it arrive
 }
 
 "$bin" serve --listen 127.0.0.1:5301 --data-dir "$work/up" --config /dev/null >/dev/null 2>"$work/up.log" &
+upid=$!
 pids+=($!)
 wait_up "$up"
 make_blob "$work/layer"
@@ -101,12 +105,22 @@ start_mirror() {
 }
 stop_mirror() { kill "$mpid"; wait "$mpid" 2>/dev/null || true; }
 
-declare -a direct cold warm local_ direct_raw cold_raw
+# CPU time (user + system) a process has used so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+per_gib() { # ticks -> CPU seconds per GiB moved
+  awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v m="$mib" 'BEGIN {printf "%.2f", t / hz * 1024 / m}'
+}
+
+declare -a direct cold warm local_ direct_raw cold_raw up_cpu mirror_cpu
 for ((round = 1; round <= runs; round++)); do
   start_mirror
   local_digest=$(push_blob "$mirror" bench/local "$work/local")
+  before=$(cpu_ticks "$upid")
   direct+=("$(pull "$up/v2/bench/layer/blobs/$digest" "$digest")")
+  up_cpu+=("$(per_gib $(($(cpu_ticks "$upid") - before)))")
+  before=$(cpu_ticks "$mpid")
   cold+=("$(pull "$mirror/v2/up/bench/layer/blobs/$digest" "$digest")")
+  mirror_cpu+=("$(per_gib $(($(cpu_ticks "$mpid") - before)))")
   warm+=("$(pull "$mirror/v2/up/bench/layer/blobs/$digest" "$digest")")
   local_+=("$(pull "$mirror/v2/bench/local/blobs/$local_digest" "$local_digest")")
   stop_mirror
@@ -115,12 +129,13 @@ for ((round = 1; round <= runs; round++)); do
   direct_raw+=("$(seconds "$up/v2/bench/layer/blobs/$digest")")
   cold_raw+=("$(seconds "$mirror/v2/up/bench/layer/blobs/$digest")")
   stop_mirror
-  echo "round $round: direct ${direct[-1]} s, cold ${cold[-1]} s, warm ${warm[-1]} s, local ${local_[-1]} s; raw: direct ${direct_raw[-1]} s, cold ${cold_raw[-1]} s" >&2
+  echo "round $round: direct ${direct[-1]} s, cold ${cold[-1]} s, warm ${warm[-1]} s, local ${local_[-1]} s; raw: direct ${direct_raw[-1]} s, cold ${cold_raw[-1]} s; CPU s/GiB: mirror (cold) ${mirror_cpu[-1]}, upstream (direct) ${up_cpu[-1]}" >&2
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 md=$(median "${direct[@]}") mc=$(median "${cold[@]}") mw=$(median "${warm[@]}") ml=$(median "${local_[@]}")
 mdr=$(median "${direct_raw[@]}") mcr=$(median "${cold_raw[@]}")
+mmc=$(median "${mirror_cpu[@]}") muc=$(median "${up_cpu[@]}")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN {print (r <= t) ? "PASS" : "FAIL"}'; }
 rc=$(ratio "$mc" "$md") rw=$(ratio "$mw" "$ml") rr=$(ratio "$mcr" "$mdr")
@@ -132,6 +147,7 @@ mkdir -p "$out"
   echo "| cold pull of a $mib MiB blob through the mirror vs direct from the upstream | $mc s | $md s | ${rc}x | <= 1.2x | $(verdict "$rc" 1.2) |"
   echo "| warm pull through the mirror vs a locally pushed blob of the same size | $mw s | $ml s | ${rw}x | <= 1.1x | $(verdict "$rw" 1.1) |"
   echo "| (raw transfer, no digest check by the client) cold vs direct | $mcr s | $mdr s | ${rr}x | - | - |"
+  echo "| (CPU per GiB) the mirror's during the cold pull vs the upstream's during the direct pull | $mmc s | $muc s | - | - | - |"
   echo
-  echo "Per round (s): direct ${direct[*]}; cold ${cold[*]}; warm ${warm[*]}; local ${local_[*]}; raw direct ${direct_raw[*]}; raw cold ${cold_raw[*]}."
+  echo "Per round (s): direct ${direct[*]}; cold ${cold[*]}; warm ${warm[*]}; local ${local_[*]}; raw direct ${direct_raw[*]}; raw cold ${cold_raw[*]}; CPU per GiB, mirror (cold) ${mirror_cpu[*]}, upstream (direct) ${up_cpu[*]}."
 } | tee "$out/summary.md"
