@@ -552,13 +552,22 @@ impl Mirror {
         actor: String,
         source: TagMoveSource,
     ) -> Result<Promoted, MirrorError> {
+        let previous = self.meta().resolve_tag(repo, tag).await?.map(|r| r.digest);
+        // A promotion of an immutable tag is refused before anything is fetched, and again
+        // under the tag's lock when it moves (the policies never try one, see `Mirror::check`).
+        let immutable = self.is_immutable(repo, tag);
+        if let Some(current) = previous.as_ref().filter(|c| immutable && *c != digest) {
+            return Err(MirrorError::Meta(pinfold_meta::MetaError::TagImmutable {
+                repo: repo.to_string(),
+                tag: tag.to_string(),
+                current: current.to_string(),
+                refused: digest.to_string(),
+            }));
+        }
         if self.meta().manifest(repo, digest).await?.is_none() {
             self.fetch_manifest(route, repo, &Reference::Digest(digest.clone()), None)
                 .await?;
         }
-        let previous = self.meta().resolve_tag(repo, tag).await?.map(|r| r.digest);
-        // A promotion of an immutable tag is refused under the tag's lock (the policies never
-        // try one, see `Mirror::check`).
         let moved = self
             .meta()
             .move_tag(
@@ -566,7 +575,7 @@ impl Mirror {
                 tag,
                 digest,
                 &tag_move(actor.clone(), source),
-                self.is_immutable(repo, tag),
+                immutable,
             )
             .await?;
         // A move the mirror made on its own (follow and cooldown policies) has no request
