@@ -10,7 +10,7 @@
 //! its digest, every unacknowledged push must be either absent or complete, and every file
 //! of the blob tree must hash to its name.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +91,12 @@ async fn random_blob(rng_seed: u64, media_type: &'static str) -> Blob {
     .expect("blob generator task")
 }
 
-async fn pusher(repo: String, registry: RegistryClient, stop: Arc<AtomicBool>) -> PusherLog {
+async fn pusher(
+    repo: String,
+    registry: RegistryClient,
+    stop: Arc<AtomicBool>,
+    acked_manifests: Arc<AtomicUsize>,
+) -> PusherLog {
     let mut rng = Rng::new();
     let mut log = PusherLog {
         repo: repo.clone(),
@@ -141,6 +146,7 @@ async fn pusher(repo: String, registry: RegistryClient, stop: Arc<AtomicBool>) -
         if !log.record(&repo, Some(&tag), &manifest, pushed) {
             continue;
         }
+        acked_manifests.fetch_add(1, Ordering::SeqCst);
         let pushed = registry.put_manifest(&repo, "latest", &manifest).await;
         let acked = log.record(&repo, Some("latest"), &manifest, pushed);
         log.latest.push((manifest.digest.clone(), acked));
@@ -156,19 +162,36 @@ async fn acknowledged_pushes_survive_sigkill() {
     for (cycle, load) in LOADS.iter().enumerate() {
         let registry = RegistryClient::new(server.client().clone(), &server.url());
         let stop = Arc::new(AtomicBool::new(false));
+        let acked_manifests = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..PUSHERS)
             .map(|i| {
                 let repo = format!("crash/c{cycle}p{i}");
-                tokio::spawn(pusher(repo, registry.clone(), stop.clone()))
+                tokio::spawn(pusher(
+                    repo,
+                    registry.clone(),
+                    stop.clone(),
+                    acked_manifests.clone(),
+                ))
             })
             .collect();
 
         tokio::time::sleep(*load).await;
+        // On a loaded machine (the whole suite runs beside this test) the pushers may not have
+        // had a manifest acknowledged yet: a crash then tests nothing, so the load goes on
+        // until one is (bounded: 30 s more at most, in 20 ms steps).
+        for _ in 0..1500 {
+            if acked_manifests.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let pid = server.pid();
         // Kill first, then tell the pushers to stop: requests are in flight at the kill.
         server.kill();
         stop.store(true, Ordering::SeqCst);
-        eprintln!("cycle {cycle}: killed server pid {pid} with SIGKILL after {load:?} of load");
+        eprintln!(
+            "cycle {cycle}: killed server pid {pid} with SIGKILL after at least {load:?} of load"
+        );
 
         let first_new = logs.len();
         for task in tasks {
