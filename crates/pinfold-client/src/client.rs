@@ -840,16 +840,7 @@ impl RegistryClient {
         bytes: Bytes,
     ) -> Result<(), ClientError> {
         let scope = push_scope(repo);
-        let start = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
-        let resp = self
-            .send(Method::POST, start, &scope, HeaderMap::new(), true)
-            .await?;
-        let resp = self.check(resp, &format!("{repo} upload")).await?;
-        let location = header_str(&resp, reqwest::header::LOCATION.as_str())
-            .ok_or_else(|| ClientError::InvalidResponse("upload without Location".into()))?;
-        let mut url = self.base.join(location).map_err(|_| {
-            ClientError::InvalidResponse(format!("bad upload Location {location:?}"))
-        })?;
+        let mut url = self.open_upload(repo, &scope).await?;
         url.query_pairs_mut().append_pair("digest", digest.as_str());
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -888,12 +879,7 @@ impl RegistryClient {
         use tokio::io::AsyncReadExt as _;
         let chunk_size = chunk_size.max(1);
         let scope = push_scope(repo);
-        let start = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
-        let resp = self
-            .send(Method::POST, start, &scope, HeaderMap::new(), true)
-            .await?;
-        let resp = self.check(resp, &format!("{repo} upload")).await?;
-        let mut location = self.upload_location(&resp)?;
+        let mut location = self.open_upload(repo, &scope).await?;
         let mut offset = 0u64;
         loop {
             let mut chunk = bytes::BytesMut::with_capacity(chunk_size);
@@ -952,6 +938,17 @@ impl RegistryClient {
     }
 
     /// The upload session URL an upload answer points to.
+    /// Opens an upload session in `repo` (`POST .../blobs/uploads/`) and returns where it
+    /// continues.
+    async fn open_upload(&self, repo: &RepoName, scope: &str) -> Result<Url, ClientError> {
+        let start = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
+        let resp = self
+            .send(Method::POST, start, scope, HeaderMap::new(), true)
+            .await?;
+        let resp = self.check(resp, &format!("{repo} upload")).await?;
+        self.upload_location(&resp)
+    }
+
     fn upload_location(&self, resp: &reqwest::Response) -> Result<Url, ClientError> {
         let location = header_str(resp, reqwest::header::LOCATION.as_str())
             .ok_or_else(|| ClientError::InvalidResponse("upload without Location".into()))?;

@@ -43,28 +43,35 @@ fn rule(
     }
 }
 
-/// admin (group `admins`: admin on everything), alice (pull and push on `team/*`), and
-/// anonymous pull on `public/*`. The harness client authenticates as admin.
-async fn server() -> TestServer {
-    let settings = AuthSettings {
+/// admin (group `admins`: admin on everything) and alice (pull and push on `alice_repos`),
+/// then the `more` rules.
+fn admin_and_alice(alice_repos: &str, more: Vec<PermissionRule>) -> AuthSettings {
+    let mut permissions = vec![
+        rule("*", &[], &["admins"], &[Action::Admin], false),
+        rule(
+            alice_repos,
+            &["alice"],
+            &[],
+            &[Action::Pull, Action::Push],
+            false,
+        ),
+    ];
+    permissions.extend(more);
+    AuthSettings {
         config: AuthConfig::default(),
         users: vec![
             user("admin", "adminpw", &["admins"]),
             user("alice", "alicepw", &[]),
         ],
-        permissions: vec![
-            rule("*", &[], &["admins"], &[Action::Admin], false),
-            rule(
-                "team/*",
-                &["alice"],
-                &[],
-                &[Action::Pull, Action::Push],
-                false,
-            ),
-            rule("public/*", &[], &[], &[], true),
-        ],
+        permissions,
         insecure_open: false,
-    };
+    }
+}
+
+/// admin, alice (pull and push on `team/*`), and anonymous pull on `public/*`. The harness
+/// client authenticates as admin.
+async fn server() -> TestServer {
+    let settings = admin_and_alice("team/*", vec![rule("public/*", &[], &[], &[], true)]);
     TestServer::start_with_auth(settings, Some(basic("admin", "adminpw"))).await
 }
 
@@ -106,14 +113,7 @@ fn endpoints(image: &Image) -> Vec<(Method, String, Option<Vec<u8>>)> {
 
 /// What a user would check did not change: the tag, the manifest, the catalog.
 async fn assert_unchanged(server: &TestServer, image: &Image) {
-    let tags: Value = server
-        .get("/v2/team/app/tags/list")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = server.get_json("/v2/team/app/tags/list").await;
     assert_eq!(tags["tags"], json!(["v1"]), "tags of team/app");
     let resp = server
         .get("/v2/team/app/manifests/v1")
@@ -126,23 +126,9 @@ async fn assert_unchanged(server: &TestServer, image: &Image) {
         resp.bytes().await.unwrap().as_ref(),
         image.manifest.as_slice()
     );
-    let catalog: Value = server
-        .get("/v2/_catalog")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = server.get_json("/v2/_catalog").await;
     assert_eq!(catalog["repositories"], json!(["team/app"]));
-    let repos: Value = server
-        .get("/api/v1/apt/repos")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let repos: Value = server.get_json("/api/v1/apt/repos").await;
     assert!(
         repos.to_string().find("\"x\"").is_none(),
         "no APT repo created: {repos}"
@@ -296,27 +282,13 @@ async fn every_endpoint_refuses_missing_wrong_and_small_credentials_and_changes_
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
     // Failed logins are in the audit log, under the name claimed, never with the secret.
-    let audit: Value = server
-        .get("/api/v1/audit?actor=nobody")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = server.get_json("/api/v1/audit?actor=nobody").await;
     let rows = audit.as_array().unwrap();
     assert!(!rows.is_empty());
     assert!(rows
         .iter()
         .all(|r| r["action"] == "login" && r["outcome"] == "failed" && r["client"] == "127.0.0.1"));
-    let all: Value = server
-        .get("/api/v1/audit?limit=10000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = server.get_json("/api/v1/audit?limit=10000").await;
     assert!(!all.to_string().contains("alicepw"));
 }
 
@@ -418,13 +390,8 @@ async fn registry_tokens_grant_only_what_is_allowed() {
     );
     // The journal names alice as the pusher.
     let history: Value = server
-        .get("/api/v1/repositories/team/new/tags/v1/history")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/repositories/team/new/tags/v1/history")
+        .await;
     assert_eq!(history[0]["actor"], "alice");
     // A token for the wrong service, a wrong password, a tampered token: refused.
     let resp = raw()
@@ -569,14 +536,7 @@ async fn oauth2_token_form_issues_scoped_tokens() {
         let body = resp.text().await.unwrap();
         assert!(!body.contains("wrong") && !body.contains("pft_"), "{body}");
     }
-    let audit: Value = server
-        .get("/api/v1/audit?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = server.get_json("/api/v1/audit?limit=1000").await;
     let failed = audit
         .as_array()
         .unwrap()
@@ -613,24 +573,7 @@ async fn oauth2_token_form_issues_scoped_tokens() {
 /// stored. Reads need pull on `apt/<repo>`. Every upload is audited with its actor.
 #[tokio::test]
 async fn apt_uploads_take_deploy_keys_and_user_credentials() {
-    let settings = AuthSettings {
-        config: AuthConfig::default(),
-        users: vec![
-            user("admin", "adminpw", &["admins"]),
-            user("alice", "alicepw", &[]),
-        ],
-        permissions: vec![
-            rule("*", &[], &["admins"], &[Action::Admin], false),
-            rule(
-                "apt/ci",
-                &["alice"],
-                &[],
-                &[Action::Pull, Action::Push],
-                false,
-            ),
-        ],
-        insecure_open: false,
-    };
+    let settings = admin_and_alice("apt/ci", Vec::new());
     let server = TestServer::start_with_auth_and(settings, Some(basic("admin", "adminpw")), |c| {
         c.apt_deploy_keys = vec!["ci-deploy-key".into()]
     })
@@ -763,14 +706,7 @@ async fn apt_uploads_take_deploy_keys_and_user_credentials() {
         StatusCode::OK
     );
     // The audit log names who uploaded, and never holds a key.
-    let audit: Value = server
-        .get("/api/v1/audit?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = server.get_json("/api/v1/audit?limit=1000").await;
     let uploads: Vec<(&str, &str)> = audit
         .as_array()
         .unwrap()
@@ -920,14 +856,7 @@ async fn api_tokens_are_scoped_revocable_and_audited() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    let audit: Value = server
-        .get("/api/v1/audit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = server.get_json("/api/v1/audit").await;
     let rows: Vec<(String, String, String)> = audit
         .as_array()
         .unwrap()

@@ -159,14 +159,7 @@ async fn delete_tag(server: &TestServer, repo: &str, tag: &str) {
 }
 
 async fn tags(server: &TestServer, repo: &str) -> Vec<String> {
-    let v: Value = server
-        .get(&format!("/v2/{repo}/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = server.get_json(&format!("/v2/{repo}/tags/list")).await;
     v["tags"]
         .as_array()
         .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
@@ -214,14 +207,7 @@ async fn unreferenced_blobs_and_manifests_are_swept_from_disk_and_http() {
     );
 
     // The last run is recorded; nothing waits any more.
-    let status: Value = server
-        .get("/api/v1/gc")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = server.get_json("/api/v1/gc").await;
     assert_eq!(status["pending_candidates"], 0);
     assert_eq!(status["last_run"]["examined"], report["examined"]);
     // A second run has nothing to do.
@@ -253,14 +239,7 @@ async fn dry_run_lists_what_a_run_removes_and_deletes_nothing() {
         StatusCode::OK
     );
     assert!(on_disk(&server, &lone_digest));
-    let status: Value = server
-        .get("/api/v1/gc")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = server.get_json("/api/v1/gc").await;
     assert_eq!(status["last_run"], Value::Null, "a dry run is not recorded");
     assert!(status["pending_candidates"].as_u64().unwrap() > 0);
 
@@ -322,13 +301,8 @@ async fn tags_protect_and_the_journal_protects_within_its_retention() {
     assert_present(&server, "journal/app", &new).await;
     // The journal itself is append-only and keeps the history.
     let history: Value = server
-        .get("/api/v1/repositories/journal/app/tags/v1/history")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/repositories/journal/app/tags/v1/history")
+        .await;
     assert_eq!(history.as_array().unwrap().len(), 2);
 }
 
@@ -624,13 +598,8 @@ async fn retention_keeps_the_last_tags_and_journals_removals() {
     assert_eq!(tags(&server, "days1/app").await, ["a", "b"]);
     // The removal is in the journal, with its own source; the images went with it.
     let history: Value = server
-        .get("/api/v1/repositories/ret/app/tags/t1/history")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/repositories/ret/app/tags/t1/history")
+        .await;
     let last = history.as_array().unwrap().last().unwrap();
     assert_eq!(last["source"], "retention");
     assert_eq!(last["previous_digest"], ret[0].digest.to_string());
@@ -707,13 +676,8 @@ async fn immutable_tags_refuse_another_digest_with_denied() {
     let fetched = client.get_manifest(&repo, &v1).await.unwrap();
     assert_eq!(fetched.digest, first.digest);
     let history: Value = server
-        .get("/api/v1/repositories/imm/app/tags/v1.0/history")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/repositories/imm/app/tags/v1.0/history")
+        .await;
     assert_eq!(history.as_array().unwrap().len(), 1);
 
     // Re-pushing the same digest is fine; a tag outside the rule moves freely.
@@ -1080,14 +1044,7 @@ async fn the_scheduled_worker_collects_without_being_asked() {
         blob_status(&server, "worker/app", &blob).await,
         StatusCode::NOT_FOUND
     );
-    let workers: Value = server
-        .get("/api/v1/workers")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let workers: Value = server.get_json("/api/v1/workers").await;
     let gc = workers
         .as_array()
         .unwrap()

@@ -252,6 +252,11 @@ impl TestServer {
         self.client.get(self.url(path))
     }
 
+    /// The JSON body of a GET of `path` (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn head(&self, path: &str) -> RequestBuilder {
         self.client.head(self.url(path))
     }

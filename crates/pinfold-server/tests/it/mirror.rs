@@ -883,14 +883,7 @@ async fn referrers_come_with_their_subject_and_deleted_tags_stay_served() {
     let path = format!("/v2/up/org/signed/referrers/{}", a.digest);
     let deadline = Instant::now() + Duration::from_secs(10);
     let listed = loop {
-        let index: Value = mirror
-            .get(&path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let index: Value = mirror.get_json(&path).await;
         if let Some(first) = index["manifests"]
             .as_array()
             .and_then(|m| m.first())

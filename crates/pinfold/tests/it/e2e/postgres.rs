@@ -56,17 +56,25 @@ async fn psql(url: &str, sql: &str) {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn metadata_in_postgresql_survives_a_restart() {
+/// A scratch database on the PostgreSQL server of `TEST_PINFOLD_POSTGRES_URL`; `None` (the
+/// test skips) when that is not set, which CI does not allow.
+async fn scratch_database() -> Option<ScratchDatabase> {
     let Ok(base_url) = std::env::var("TEST_PINFOLD_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must provide TEST_PINFOLD_POSTGRES_URL"
         );
         eprintln!("e2e::postgres: skipped: TEST_PINFOLD_POSTGRES_URL not set");
+        return None;
+    };
+    Some(ScratchDatabase::create(&base_url).await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_in_postgresql_survives_a_restart() {
+    let Some(database) = scratch_database().await else {
         return;
     };
-    let database = ScratchDatabase::create(&base_url).await;
     let mut server =
         TestServer::start_with_env(&[("PINFOLD_META_POSTGRES_URL", &database.url)]).await;
     assert!(
@@ -128,15 +136,9 @@ async fn metadata_in_postgresql_survives_a_restart() {
 /// the end and the garbage is gone.
 #[tokio::test(flavor = "multi_thread")]
 async fn gc_in_postgresql_beside_pushes_keeps_every_tag() {
-    let Ok(base_url) = std::env::var("TEST_PINFOLD_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide TEST_PINFOLD_POSTGRES_URL"
-        );
-        eprintln!("e2e::postgres: skipped: TEST_PINFOLD_POSTGRES_URL not set");
+    let Some(database) = scratch_database().await else {
         return;
     };
-    let database = ScratchDatabase::create(&base_url).await;
     let server = TestServer::start_with_env(&[
         ("PINFOLD_META_POSTGRES_URL", &database.url),
         // One second: pushes in flight are protected, earlier rounds' garbage is not.
