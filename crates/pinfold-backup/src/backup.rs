@@ -115,8 +115,7 @@ pub(crate) fn lock_backup_dir(to: &Path) -> Result<DirLock, BackupError> {
 ///
 /// # Errors
 /// [`BackupError::BackupDirBusy`] when another backup or prune runs into `to`;
-/// [`BackupError::Meta`] when the metadata cannot be snapshotted (PostgreSQL:
-/// `SnapshotUnsupported`); [`BackupError::Io`] when copying fails (disk full, ...). On error
+/// [`BackupError::Meta`] when the metadata cannot be snapshotted; [`BackupError::Io`] when copying fails (disk full, ...). On error
 /// the new backup's directory is removed and the data directory is untouched.
 #[tracing::instrument(skip_all, fields(to = %to.display()))]
 pub async fn backup(

@@ -21,7 +21,7 @@
 //!   blobs/sha256/<xx>/<hex>       every blob of every backup, once, named by its digest
 //!   blobs/sha512/<xx>/<hex>
 //!   backups/<UTC time>/           one backup, e.g. 2026-11-22T08-30-00.123Z
-//!     meta.db                     the metadata snapshot (SQLite, VACUUM INTO)
+//!     meta.db                     the metadata snapshot (SQLite: VACUUM INTO; PostgreSQL: copied into a SQLite file)
 //!     state/<path>                other files of the data directory (apt/signing-key.asc, ...)
 //!     manifest.json               written last: format, versions, time, every file's sha256 + size
 //! ```

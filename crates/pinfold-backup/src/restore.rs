@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{stream, StreamExt};
+use pinfold_meta::{Meta, MetaError};
 use pinfold_store::{BlobStore, StoreError};
 use serde::Serialize;
 
-use crate::backup::{BACKUPS_DIR, STATE_DIR};
+use crate::backup::{BACKUPS_DIR, SNAPSHOT_FILE, STATE_DIR};
 use crate::files::{blob_rel_path, copy_verified, hash_file, stat, sync_dir, threads};
 use crate::manifest::{BackupManifest, BlobEntry, MANIFEST_FILE};
 use crate::{BackupError, Progress};
@@ -107,6 +108,8 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Other files restored (meta.db, state).
     pub files: u64,
+    /// Whether the metadata went into PostgreSQL (else it is the data directory's meta.db).
+    pub metadata_in_postgres: bool,
     /// Blobs the backup itself lacked (missing or corrupt in the data directory it was taken
     /// from), as recorded in its manifest.
     pub missing_in_backup: u64,
@@ -117,7 +120,14 @@ pub struct RestoreSummary {
 /// Restores the backup `name` (default: the newest complete one) of `from` into `data_dir`,
 /// which must not exist or be an empty directory.
 ///
+/// `metadata`: where the metadata goes when it is not the data directory's SQLite file — an
+/// empty PostgreSQL database, which the backup's `meta.db` is loaded into
+/// ([`Meta::load_snapshot`], one transaction) once every file has been verified and before the
+/// data directory is renamed into place; the data directory then holds no `meta.db`.
+///
 /// # Errors
+/// [`BackupError::Meta`] (`MetaError::NotEmpty`) when `metadata` already holds metadata,
+/// checked before anything is written;
 /// [`BackupError::TargetNotEmpty`], [`BackupError::NoBackup`], [`BackupError::BackupUnknown`],
 /// [`BackupError::Incomplete`], [`BackupError::FormatVersion`],
 /// [`BackupError::ManifestInvalid`] before anything is written; [`BackupError::Damaged`] naming
@@ -128,11 +138,17 @@ pub async fn restore(
     from: &Path,
     name: Option<&str>,
     data_dir: &Path,
+    metadata: Option<&Meta>,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreSummary, BackupError> {
     let started = Instant::now();
     check_target(data_dir)?;
     let (backup_dir, manifest) = choose(from, name)?;
+    if let Some(meta) = metadata {
+        if let Some(table) = meta.first_nonempty_table().await? {
+            return Err(MetaError::NotEmpty { table }.into());
+        }
+    }
     let parent = match data_dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -147,7 +163,7 @@ pub async fn restore(
         uuid::Uuid::new_v4().simple()
     ));
     let result = restore_into(from, &backup_dir, &manifest, &staging, progress).await;
-    let outcome = result.and_then(|problems| {
+    let mut outcome = result.and_then(|problems| {
         if problems.is_empty() {
             Ok(())
         } else {
@@ -157,6 +173,9 @@ pub async fn restore(
             })
         }
     });
+    if let (Ok(()), Some(meta)) = (&outcome, metadata) {
+        outcome = load_metadata(meta, &staging).await;
+    }
     if let Err(e) = outcome {
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
@@ -178,9 +197,26 @@ pub async fn restore(
         blobs: manifest.blobs.len() as u64,
         bytes: manifest.blobs.iter().map(|b| b.size).sum(),
         files: manifest.files.len() as u64,
+        metadata_in_postgres: metadata.is_some(),
         missing_in_backup: manifest.missing.len() as u64,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Loads the staged `meta.db` into `meta` and removes it (and what opening it left beside it)
+/// from the staged data directory.
+async fn load_metadata(meta: &Meta, staging: &Path) -> Result<(), BackupError> {
+    let snapshot = staging.join(SNAPSHOT_FILE);
+    meta.load_snapshot(&snapshot).await?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let path = staging.join(format!("{SNAPSHOT_FILE}{suffix}"));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BackupError::io("remove", &path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// The target must not exist or be an empty directory.

@@ -28,12 +28,17 @@ pub enum MetaError {
         /// Why it failed.
         source: std::io::Error,
     },
-    /// An online snapshot of the metadata was asked of an engine that cannot make one here
-    /// (PostgreSQL: back it up with `pg_dump`).
-    #[error(
-        "online metadata snapshots are supported for SQLite only; back up PostgreSQL with pg_dump"
-    )]
-    SnapshotUnsupported,
+    /// Metadata was to be loaded into a database that already holds some (a restore refuses
+    /// to mix two instances' metadata).
+    #[error("the metadata database is not empty (table {table} has rows); restore into an empty database")]
+    NotEmpty {
+        /// The first table found holding rows.
+        table: String,
+    },
+    /// Copying metadata between the engines met schemas that differ, or an engine that
+    /// cannot take part (a bug in Pinfold's migrations, or a database from another version).
+    #[error("copying metadata between SQLite and PostgreSQL: {0}")]
+    SchemaMismatch(String),
     /// A size does not fit the database's signed 64-bit integers.
     #[error("size {0} is too large to record")]
     SizeTooLarge(u64),

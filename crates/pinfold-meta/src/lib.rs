@@ -32,6 +32,7 @@ mod blobs;
 mod columns;
 mod config;
 mod engine;
+mod engine_copy;
 mod error;
 mod gc;
 mod journal;

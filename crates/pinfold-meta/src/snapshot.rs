@@ -1,8 +1,9 @@
 //! Consistent copies of the metadata and the list of blobs they need: for backups and
 //! verification.
 //!
-//! [`Meta::snapshot_to`] writes an online, transactionally consistent copy of the SQLite file
-//! (`VACUUM INTO` on a reader connection: WAL lets writers carry on meanwhile).
+//! [`Meta::snapshot_to`] writes an online, transactionally consistent copy of the metadata as a
+//! SQLite file (`VACUUM INTO` on a reader connection: WAL lets writers carry on meanwhile; on
+//! PostgreSQL, a copy of every table from one `REPEATABLE READ` transaction, `engine_copy.rs`).
 //! [`Meta::open_sqlite_read_only`] opens such a copy, or a live database beside a running server,
 //! without ever writing to it. [`Meta::blob_references`] lists every blob the metadata names and
 //! who names it, so a backup copies exactly those and `pinfold verify` checks they exist.
@@ -61,16 +62,19 @@ impl Meta {
     /// Writes a consistent copy of the whole metadata database to `dest` (a new file; its
     /// directory must exist), while the server keeps serving and writing.
     ///
-    /// SQLite: `VACUUM INTO` on a read-only connection, one read transaction, so the copy is
-    /// exactly the database as of one commit. The copy is not fsynced; the caller does that
-    /// once it has hashed it.
+    /// The copy is a SQLite file on either engine. SQLite: `VACUUM INTO` on a read-only
+    /// connection, one read transaction, so the copy is exactly the database as of one commit.
+    /// PostgreSQL: a new SQLite file filled from one `REPEATABLE READ` transaction (see
+    /// `engine_copy.rs`); [`Meta::load_snapshot`] loads it back into PostgreSQL. The copy is not
+    /// fsynced; the caller does that once it has hashed it.
     ///
     /// # Errors
-    /// [`MetaError::SnapshotUnsupported`] on PostgreSQL (use `pg_dump`);
-    /// [`MetaError::Database`] when the copy fails (e.g. `dest` exists, the disk is full).
+    /// [`MetaError::Database`] when the copy fails (e.g. `dest` exists, the disk is full);
+    /// [`MetaError::SchemaMismatch`] when PostgreSQL's schema is not the one this version
+    /// migrates SQLite to.
     pub async fn snapshot_to(&self, dest: &Path) -> Result<(), MetaError> {
         let Engine::Sqlite(db) = &self.engine else {
-            return Err(MetaError::SnapshotUnsupported);
+            return self.snapshot_postgres_to(dest).await;
         };
         let dest = dest.to_str().ok_or_else(|| MetaError::CorruptValue {
             what: "snapshot path (not UTF-8)",

@@ -102,7 +102,7 @@ enum Command {
     /// Exit codes: 0 success; 2 error (a tag never set is an error).
     History(cmd::mirror::HistoryArgs),
     /// Back up a data directory online (while `pinfold serve` runs): a consistent metadata
-    /// snapshot, every blob it names (only blobs new since the last backup into the same
+    /// snapshot (from SQLite or, with `[meta] postgres_url`, PostgreSQL), every blob it names (only blobs new since the last backup into the same
     /// directory are copied), the APT signing key, and a manifest of every file's digest.
     ///
     /// Exit codes: 0 complete; 1 complete but blobs the metadata requires were missing or
@@ -110,9 +110,12 @@ enum Command {
     Backup(cmd::durability::BackupArgs),
     /// Restore a data directory from a backup, every file checked against the backup's
     /// manifest; or (--repair) copy back only the missing or corrupt blobs of an existing one.
+    /// With `[meta] postgres_url` (or PINFOLD_META_POSTGRES_URL) the metadata is loaded into
+    /// that database, which must be empty; either engine restores a backup of either.
     ///
     /// Exit codes: 0 restored or repaired; 1 --repair left blobs it could not fix; 2 error (a
-    /// damaged, incomplete or foreign backup, a non-empty target: nothing is written).
+    /// damaged, incomplete or foreign backup, a non-empty target or metadata database:
+    /// nothing is written).
     Restore(cmd::durability::RestoreArgs),
     /// Recompute every blob's digest and check that every blob the metadata needs exists.
     /// Runs beside a running server; --rate throttles it.
@@ -192,7 +195,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => {
             runtime.block_on(cmd::durability::backup(args, cli.config.as_deref()))
         }
-        Command::Restore(args) => runtime.block_on(cmd::durability::restore(args)),
+        Command::Restore(args) => {
+            runtime.block_on(cmd::durability::restore(args, cli.config.as_deref()))
+        }
         Command::Verify(args) => {
             runtime.block_on(cmd::durability::verify(args, cli.config.as_deref()))
         }

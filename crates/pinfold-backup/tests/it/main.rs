@@ -113,7 +113,9 @@ async fn backup_restore_round_trip_is_byte_identical_and_incremental() {
     assert_ne!(first.name, second.name);
 
     let target = to.path().join("restored");
-    let restored = restore(to.path(), None, &target, progress()).await.unwrap();
+    let restored = restore(to.path(), None, &target, None, progress())
+        .await
+        .unwrap();
     assert_eq!(restored.backup, second.name);
     assert_eq!(restored.blobs, 21);
     for digest in &data.digests {
@@ -149,7 +151,7 @@ async fn backup_restore_round_trip_is_byte_identical_and_incremental() {
 
     // An older backup by name.
     let older = to.path().join("older");
-    let r = restore(to.path(), Some(&first.name), &older, progress())
+    let r = restore(to.path(), Some(&first.name), &older, None, progress())
         .await
         .unwrap();
     assert_eq!(r.blobs, 20);
@@ -157,7 +159,9 @@ async fn backup_restore_round_trip_is_byte_identical_and_incremental() {
 
 /// Restore of a damaged backup: refused, every damaged file named, nothing written.
 async fn assert_refused(to: &Path, target: &Path, expect: &str) {
-    let err = restore(to, None, target, progress()).await.unwrap_err();
+    let err = restore(to, None, target, None, progress())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains(expect), "{expect:?} not in {text:?}");
     assert!(!target.exists(), "nothing written for {expect:?}");
@@ -196,7 +200,7 @@ async fn restore_refuses_truncated_tampered_incomplete_and_foreign_backups() {
     let last = db.len() - 1;
     db[last] ^= 0x01;
     fs::write(&snapshot, &db).unwrap();
-    let err = restore(to.path(), None, &target, progress())
+    let err = restore(to.path(), None, &target, None, progress())
         .await
         .unwrap_err();
     let BackupError::Damaged { problems, .. } = &err else {
@@ -241,7 +245,7 @@ async fn restore_refuses_truncated_tampered_incomplete_and_foreign_backups() {
     // No manifest at all: incomplete.
     fs::remove_file(&manifest_path).unwrap();
     assert_refused(to.path(), &target, "no complete backup").await;
-    let err = restore(to.path(), Some(&summary.name), &target, progress())
+    let err = restore(to.path(), Some(&summary.name), &target, None, progress())
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::Incomplete(_)), "{err}");
@@ -250,7 +254,7 @@ async fn restore_refuses_truncated_tampered_incomplete_and_foreign_backups() {
     // A non-empty target is refused and left alone.
     fs::create_dir_all(&target).unwrap();
     fs::write(target.join("keep-me"), b"x").unwrap();
-    let err = restore(to.path(), None, &target, progress())
+    let err = restore(to.path(), None, &target, None, progress())
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::TargetNotEmpty(_)), "{err}");
@@ -258,7 +262,9 @@ async fn restore_refuses_truncated_tampered_incomplete_and_foreign_backups() {
 
     // An empty existing directory is fine.
     fs::remove_file(target.join("keep-me")).unwrap();
-    restore(to.path(), None, &target, progress()).await.unwrap();
+    restore(to.path(), None, &target, None, progress())
+        .await
+        .unwrap();
     assert!(target.join("meta.db").is_file());
 }
 
@@ -372,7 +378,7 @@ async fn prune_keeps_the_newest_backups_and_only_their_blobs() {
     let blobs: Vec<_> = files_under(&to.path().join("blobs"));
     assert_eq!(blobs.len(), 1);
     assert!(blobs[0].ends_with(kept_blob.encoded()));
-    restore(to.path(), None, &to.path().join("r"), progress())
+    restore(to.path(), None, &to.path().join("r"), None, progress())
         .await
         .unwrap();
 }
@@ -388,7 +394,7 @@ async fn a_missing_blob_is_recorded_and_the_backup_still_completes() {
     assert_eq!(summary.missing.len(), 1);
     assert_eq!(summary.missing[0].digest, data.digests[1]);
     assert_eq!(summary.missing[0].reason, "missing");
-    let r = restore(to.path(), None, &to.path().join("r"), progress())
+    let r = restore(to.path(), None, &to.path().join("r"), None, progress())
         .await
         .unwrap();
     assert_eq!(r.missing_in_backup, 1);
@@ -454,7 +460,7 @@ async fn a_disk_that_fills_during_backup_is_a_clear_error_and_leaves_no_backup()
         list_backups(&to).unwrap().is_empty(),
         "the failed backup's directory is removed"
     );
-    let err = restore(&to, None, &to.join("r"), progress())
+    let err = restore(&to, None, &to.join("r"), None, progress())
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::NoBackup { .. }), "{err}");

@@ -9,11 +9,12 @@
 //! `pinfold` binary, which other tests of the workspace run, takes every `PINFOLD_*` variable
 //! as configuration and refuses unknown keys.)
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use pinfold_meta::Meta;
+use pinfold_meta::{Meta, MetaError};
 use sqlx::{Connection, PgConnection};
 
 use crate::suite::{image, push, repo, tag};
@@ -111,13 +112,86 @@ where
     }
 }
 
+/// Every row of every table of the database at `url`, as PostgreSQL renders it
+/// (`row_to_json`), per table and sorted: what two databases holding the same metadata share.
+async fn dump(url: &str) -> BTreeMap<String, Vec<String>> {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
+         AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let mut dump = BTreeMap::new();
+    for table in tables {
+        let mut rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM {table} t"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        rows.sort();
+        dump.insert(table, rows);
+    }
+    conn.close().await.unwrap();
+    dump
+}
+
+/// What a backup and a restore of a PostgreSQL instance do to its metadata: a SQLite snapshot
+/// (`snapshot_to`) loaded into a fresh database (`load_snapshot`). Every table must come back
+/// row for row, and the snapshot itself must answer like the source.
+async fn round_trip(test: &str, meta: &Meta, url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("meta.db");
+    meta.snapshot_to(&snapshot).await.unwrap();
+
+    let copy = Meta::open_sqlite_read_only(&snapshot).await.unwrap();
+    assert_eq!(
+        copy.journal(None, 10_000).await.unwrap(),
+        meta.journal(None, 10_000).await.unwrap(),
+        "{test}: the snapshot's journal"
+    );
+    // In no particular order (the query has none).
+    let named = |mut refs: Vec<pinfold_meta::BlobReference>| {
+        refs.sort_by(|a, b| (&a.digest, &a.referrer).cmp(&(&b.digest, &b.referrer)));
+        refs
+    };
+    assert_eq!(
+        named(copy.blob_references().await.unwrap()),
+        named(meta.blob_references().await.unwrap()),
+        "{test}: the blobs the snapshot names"
+    );
+    copy.close().await;
+
+    let Some(admin) = admin_url(test) else {
+        return;
+    };
+    let target = TestDb::create(admin).await;
+    let restored = Meta::open_postgres(&target.url).await.unwrap();
+    restored.load_snapshot(&snapshot).await.unwrap();
+    restored.close().await;
+    let (before, after) = (dump(url).await, dump(&target.url).await);
+    target.drop_db().await;
+    for (table, rows) in &before {
+        assert_eq!(
+            after.get(table),
+            Some(rows),
+            "{test}: table {table} after a snapshot and a load"
+        );
+    }
+    assert_eq!(before.len(), after.len(), "{test}: the same tables");
+}
+
 macro_rules! engine_suite {
     ($($name:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $name() {
-                with_meta(stringify!($name), |meta, _| async move {
+                with_meta(stringify!($name), |meta, url| async move {
                     crate::suite::$name(&meta).await;
+                    // Whatever the suite left behind survives a backup and a restore.
+                    round_trip(stringify!($name), &meta, &url).await;
                     meta
                 })
                 .await;
@@ -237,6 +311,57 @@ async fn concurrent_writers_journal_every_move_once() {
                 }
             }
             Arc::into_inner(meta).unwrap()
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_loaded_snapshot_continues_its_ids_and_a_second_load_is_refused() {
+    with_meta(
+        "a_loaded_snapshot_continues_its_ids_and_a_second_load_is_refused",
+        |meta, url| async move {
+            for (seed, version) in [("a", "1"), ("b", "1"), ("c", "2")] {
+                meta.put_manifest(&image("team/app", seed), Some(&tag(version)), &push())
+                    .await
+                    .unwrap();
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let snapshot = dir.path().join("meta.db");
+            meta.snapshot_to(&snapshot).await.unwrap();
+            // A snapshot is a new file: an existing one is refused, not overwritten.
+            let again = meta.snapshot_to(&snapshot).await.unwrap_err();
+            assert!(again.to_string().contains("exists"), "{again}");
+
+            let admin = admin_url("a_loaded_snapshot_continues_its_ids").unwrap();
+            let target = TestDb::create(admin).await;
+            let restored = Meta::open_postgres(&target.url).await.unwrap();
+            assert_eq!(restored.first_nonempty_table().await.unwrap(), None);
+            restored.load_snapshot(&snapshot).await.unwrap();
+            let last = restored.journal(None, 100).await.unwrap();
+            assert_eq!(last.len(), 3);
+            // The identity sequence continues after the loaded rows.
+            restored
+                .put_manifest(&image("team/app", "d"), Some(&tag("1")), &push())
+                .await
+                .unwrap();
+            let journal = restored.journal(None, 100).await.unwrap();
+            assert_eq!(journal.len(), 4);
+            assert!(
+                journal.iter().map(|e| e.id).max() > last.iter().map(|e| e.id).max(),
+                "{journal:?}"
+            );
+
+            // Loading into a database that holds metadata is refused and changes nothing.
+            let before = dump(&target.url).await;
+            assert!(restored.first_nonempty_table().await.unwrap().is_some());
+            let err = restored.load_snapshot(&snapshot).await.unwrap_err();
+            assert!(matches!(err, MetaError::NotEmpty { .. }), "{err}");
+            assert_eq!(dump(&target.url).await, before);
+            restored.close().await;
+            target.drop_db().await;
+            let _ = url;
+            meta
         },
     )
     .await;

@@ -224,11 +224,24 @@ pub async fn backup(args: BackupArgs, config_file: Option<&Path>) -> anyhow::Res
 }
 
 /// Runs `pinfold restore` (or `--repair`). Exit 0 restored; 1 a repair left blobs it could
-/// not fix; 2 error (a damaged backup, a non-empty target: nothing written).
-pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+/// not fix; 2 error (a damaged backup, a non-empty target or metadata database: nothing
+/// written).
+///
+/// The metadata goes where the configuration keeps it: the new data directory's `meta.db`, or
+/// with `[meta] postgres_url` (`PINFOLD_META_POSTGRES_URL`) an empty PostgreSQL database.
+pub async fn restore(args: RestoreArgs, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let progress = Bar::for_terminal(!args.json);
+    let config = Config::load(
+        config_file,
+        std::env::vars(),
+        Overrides {
+            data_dir: Some(args.data_dir.clone()),
+            ..Overrides::default()
+        },
+    )?;
     if args.repair {
-        if !args.data_dir.join("meta.db").is_file() {
+        // A PostgreSQL instance's data directory has no meta.db; its blobs are what is repaired.
+        if config.meta.postgres_url.is_none() && !args.data_dir.join("meta.db").is_file() {
             bail!(pinfold_backup::BackupError::NotADataDir(args.data_dir));
         }
         let store = BlobStore::open(&args.data_dir)?;
@@ -263,18 +276,41 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
-    let summary =
-        pinfold_backup::restore(&args.from, args.backup.as_deref(), &args.data_dir, progress)
-            .await
-            .with_context(|| format!("restoring into {}", args.data_dir.display()))?;
+    let metadata = match config.meta.postgres_url {
+        Some(_) => Some(
+            config
+                .meta
+                .open(&args.data_dir)
+                .await
+                .context("opening the PostgreSQL metadata database to restore into")?,
+        ),
+        None => None,
+    };
+    let result = pinfold_backup::restore(
+        &args.from,
+        args.backup.as_deref(),
+        &args.data_dir,
+        metadata.as_ref(),
+        progress,
+    )
+    .await;
+    if let Some(meta) = &metadata {
+        meta.close().await;
+    }
+    let summary = result.with_context(|| format!("restoring into {}", args.data_dir.display()))?;
     if args.json {
         print_json(&summary)?;
     } else {
         writeln!(
             std::io::stdout().lock(),
-            "restored backup {} into {}: {} blobs ({} bytes) and {} files verified, {:.1} s",
+            "restored backup {} into {}{}: {} blobs ({} bytes) and {} files verified, {:.1} s",
             summary.backup,
             summary.data_dir.display(),
+            if summary.metadata_in_postgres {
+                " (metadata into PostgreSQL)"
+            } else {
+                ""
+            },
             summary.blobs,
             summary.bytes,
             summary.files,

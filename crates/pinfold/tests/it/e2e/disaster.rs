@@ -16,10 +16,6 @@ use crate::harness::{
     Tool,
 };
 
-fn pinfold() -> Tool {
-    Tool::new(env!("CARGO_BIN_EXE_pinfold")).timeout(Duration::from_secs(120))
-}
-
 /// GET `path` until it answers 200 (bounded), returning the body.
 async fn get_when_ready(server: &TestServer, path: &str) -> Vec<u8> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -169,7 +165,7 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["backup", "--json", "--to"])
         .arg(&backup_dir)
         .arg("--data-dir")
@@ -185,7 +181,7 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
     assert!(pushed_during > 0, "no push ran beside the backup");
 
     // A second backup of the unchanged registry copies only what the busy pusher added.
-    let again = pinfold()
+    let again = Tool::pinfold()
         .args(["backup", "--json", "--to"])
         .arg(&backup_dir)
         .arg("--data-dir")
@@ -206,7 +202,7 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
     std::fs::remove_dir_all(&data_dir).unwrap();
 
     // Restore the first backup, the one taken under load.
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["restore", "--from"])
         .arg(&backup_dir)
         .args(["--backup", &first_name, "--data-dir"])
@@ -274,7 +270,7 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
     bytes[100] ^= 0x55;
     std::fs::write(&victim_path, &bytes).unwrap();
 
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["verify", "--json", "--data-dir"])
         .arg(&data_dir)
         .output()
@@ -289,7 +285,7 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
         .as_str()
         .unwrap()
         .contains("team/web"));
-    let text = pinfold()
+    let text = Tool::pinfold()
         .args(["verify", "--data-dir"])
         .arg(&data_dir)
         .output()
@@ -301,7 +297,7 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
         text.stdout()
     );
 
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["restore", "--repair", "--from"])
         .arg(&backup_dir)
         .arg("--data-dir")
@@ -314,7 +310,7 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
         "{}",
         out.stdout()
     );
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["verify", "--data-dir"])
         .arg(&data_dir)
         .output()
@@ -338,7 +334,7 @@ async fn backup_restore_and_verify_refuse_bad_input_with_exit_2() {
     let not_data = tmp.path().join("nothing-here");
     std::fs::create_dir(&not_data).unwrap();
     for cmd in ["backup", "verify"] {
-        let mut tool = pinfold().arg(cmd).arg("--data-dir").arg(&not_data);
+        let mut tool = Tool::pinfold().arg(cmd).arg("--data-dir").arg(&not_data);
         if cmd == "backup" {
             tool = tool.arg("--to").arg(&backup_dir);
         }
@@ -353,7 +349,7 @@ async fn backup_restore_and_verify_refuse_bad_input_with_exit_2() {
     }
 
     // No backup yet.
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["restore", "--from"])
         .arg(&backup_dir)
         .arg("--data-dir")
@@ -367,7 +363,7 @@ async fn backup_restore_and_verify_refuse_bad_input_with_exit_2() {
         out.stderr()
     );
 
-    pinfold()
+    Tool::pinfold()
         .args(["backup", "--to"])
         .arg(&backup_dir)
         .arg("--data-dir")
@@ -379,7 +375,7 @@ async fn backup_restore_and_verify_refuse_bad_input_with_exit_2() {
     let before = std::fs::read(server.data_dir().join("meta.db"))
         .unwrap()
         .len();
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["restore", "--from"])
         .arg(&backup_dir)
         .arg("--data-dir")
@@ -405,7 +401,7 @@ async fn backup_restore_and_verify_refuse_bad_input_with_exit_2() {
     bytes[0] ^= 1;
     std::fs::write(&in_backup, &bytes).unwrap();
     let target = tmp.path().join("r");
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["restore", "--from"])
         .arg(&backup_dir)
         .arg("--data-dir")
@@ -418,7 +414,7 @@ async fn backup_restore_and_verify_refuse_bad_input_with_exit_2() {
     assert!(!target.exists());
 
     // A throttle that makes no sense.
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["verify", "--rate", "0", "--data-dir"])
         .arg(server.data_dir())
         .output()
@@ -476,7 +472,7 @@ async fn scheduled_backups_run_inside_serve_and_keep_the_newest() {
         "keep=2 (one more may be in progress): {complete:?}"
     );
     let target = tmp.path().join("restored");
-    pinfold()
+    Tool::pinfold()
         .args(["restore", "--from"])
         .arg(&backup_dir)
         .arg("--data-dir")

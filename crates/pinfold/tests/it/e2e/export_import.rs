@@ -9,10 +9,6 @@ use crate::harness::{
     Tool,
 };
 
-fn pinfold() -> Tool {
-    Tool::new(env!("CARGO_BIN_EXE_pinfold")).timeout(Duration::from_secs(120))
-}
-
 fn skopeo() -> Tool {
     Tool::new(require_tool("skopeo", "skopeo"))
         .arg("--insecure-policy")
@@ -62,7 +58,7 @@ async fn export_import_through_an_oci_layout_keeps_digests_and_tags() {
     let layout = tmp.path().join("layout");
     let oci = format!("oci:{}", layout.display());
 
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args([
             "export",
             "exp/app:v1",
@@ -90,7 +86,7 @@ async fn export_import_through_an_oci_layout_keeps_digests_and_tags() {
         .await;
     assert_eq!(sha256_digest(raw.as_bytes()), index.index.digest);
 
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["import", &oci, "--json", "--url"])
         .arg(dest.url())
         .output()
@@ -99,7 +95,7 @@ async fn export_import_through_an_oci_layout_keeps_digests_and_tags() {
     assert_pulls(&dst, "exp/app", "v1", &image.manifest.digest).await;
     assert_pulls(&dst, "exp/multi", "latest", &index.index.digest).await;
     // A second import pushes no blob again.
-    let again = pinfold()
+    let again = Tool::pinfold()
         .args(["import", &oci, "--json", "--url"])
         .arg(dest.url())
         .output()
@@ -116,14 +112,14 @@ async fn export_import_through_an_oci_layout_keeps_digests_and_tags() {
         .arg(format!("{by_skopeo}:v9"))
         .run_ok()
         .await;
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["import", &by_skopeo, "--url"])
         .arg(dest.url())
         .output()
         .await;
     assert_eq!(out.code(), Some(2), "no repository named");
     assert!(out.stderr().contains("--repository"), "{}", out.stderr());
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["import", &by_skopeo, "--repository", "from/skopeo", "--url"])
         .arg(dest.url())
         .output()
@@ -143,14 +139,14 @@ async fn export_and_import_refuse_bad_input_with_exit_2() {
     let layout = tmp.path().join("layout");
     let oci = format!("oci:{}", layout.display());
 
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["export", "bad/app:nope", "--to", &oci, "--url"])
         .arg(server.url())
         .output()
         .await;
     assert_eq!(out.code(), Some(2));
     assert!(out.stderr().contains("not found"), "{}", out.stderr());
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["export", "bad/app:v1", "--to", "/no-scheme", "--url"])
         .arg(server.url())
         .output()
@@ -158,7 +154,7 @@ async fn export_and_import_refuse_bad_input_with_exit_2() {
     assert_eq!(out.code(), Some(2));
     assert!(out.stderr().contains("oci:"), "{}", out.stderr());
 
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["import", &format!("oci:{}", tmp.path().display()), "--url"])
         .arg(server.url())
         .output()
@@ -171,7 +167,7 @@ async fn export_and_import_refuse_bad_input_with_exit_2() {
     );
 
     // A corrupt blob in the layout: named, and the tag is not created.
-    pinfold()
+    Tool::pinfold()
         .args(["export", "bad/app:v1", "--to", &oci, "--url"])
         .arg(server.url())
         .run_ok()
@@ -184,7 +180,7 @@ async fn export_and_import_refuse_bad_input_with_exit_2() {
     bytes[0] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
     let other = TestServer::start().await;
-    let out = pinfold()
+    let out = Tool::pinfold()
         .args(["import", &oci, "--url"])
         .arg(other.url())
         .output()

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use crate::harness::{Image, ImageFormat, RegistryClient, Rng, TestServer, Tool};
 
+const POSTGRES_URL: &str = "PINFOLD_META_POSTGRES_URL";
+
 /// A fresh database on the cluster behind `base_url`, dropped on drop.
 struct ScratchDatabase {
     admin_url: String,
@@ -244,4 +246,155 @@ async fn gc_in_postgresql_beside_pushes_keeps_every_tag() {
             assert_eq!(fetched.status, 404, "garbage {repo}@{digest}");
         }
     }
+}
+
+/// The tag journal of `repo:tag`, as the API gives it.
+async fn history_of(server: &TestServer, repo: &str, tag: &str) -> serde_json::Value {
+    let registry = RegistryClient::new(server.client().clone(), &server.url());
+    let resp = registry
+        .get(
+            &format!("/api/v1/repositories/{repo}/tags/{tag}/history"),
+            None,
+        )
+        .await
+        .expect("history");
+    assert_eq!(resp.status, 200);
+    serde_json::from_slice(&resp.body).expect("history is JSON")
+}
+
+/// Every image of `images` pulls from `server` by digest, byte for byte, and `repo:tag` is
+/// the last one.
+async fn serves_exactly(server: &TestServer, repo: &str, tag: &str, images: &[&Image]) {
+    let registry = RegistryClient::new(server.client().clone(), &server.url());
+    for image in images {
+        let manifest = registry
+            .get_manifest(repo, &image.manifest.digest)
+            .await
+            .unwrap();
+        assert_eq!(manifest.status, 200, "{repo}@{}", image.manifest.digest);
+        assert_eq!(manifest.body, image.manifest.bytes);
+        for blob in image.blobs() {
+            let fetched = registry.get_blob(repo, &blob.digest).await.unwrap();
+            assert_eq!(fetched.status, 200, "{repo}@{}", blob.digest);
+            assert_eq!(fetched.body, blob.bytes);
+        }
+    }
+    let tagged = registry.get_manifest(repo, tag).await.unwrap();
+    let last = images.last().expect("at least one image");
+    assert_eq!(tagged.body, last.manifest.bytes, "{repo}:{tag}");
+}
+
+/// Issue 5's backups on a PostgreSQL instance: `pinfold backup` snapshots the metadata from
+/// PostgreSQL while the server runs, `pinfold restore` loads it into an empty PostgreSQL
+/// database (the data directory then has no meta.db) and the restored server serves the same
+/// tags, digests, bytes and journal. A database that already holds metadata is refused with
+/// exit 2 and nothing written; without PostgreSQL configured the same backup restores onto
+/// SQLite, which `pinfold verify` finds complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
+    let (Some(source), Some(target)) = (scratch_database().await, scratch_database().await) else {
+        return;
+    };
+    let mut server = TestServer::start_with_env(&[(POSTGRES_URL, &source.url)]).await;
+    let mut rng = Rng::new();
+    let first = Image::random(&mut rng, ImageFormat::Oci, "amd64", 2, 16 * 1024);
+    let second = Image::random(&mut rng, ImageFormat::DockerSchema2, "amd64", 3, 16 * 1024);
+    let registry = RegistryClient::new(server.client().clone(), &server.url());
+    registry.push_image("team/pg", "1", &first).await;
+    registry.push_image("team/pg", "1", &second).await;
+    let history = history_of(&server, "team/pg", "1").await;
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let out = Tool::pinfold()
+        .env(POSTGRES_URL, &source.url)
+        .args(["backup", "--json", "--to"])
+        .arg(&backups)
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .output()
+        .await;
+    assert_eq!(out.code(), Some(0), "backup: {}", out.stderr());
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(summary["backup"]["missing"], serde_json::json!([]));
+    // Each image: its manifest, its config and its layers.
+    assert_eq!(summary["backup"]["blobs_copied"], (1 + 1 + 2) + (1 + 1 + 3));
+
+    // The disaster: the data directory is gone; the metadata goes into a new database.
+    assert!(server.terminate(), "server stops cleanly");
+    let data_dir = server.data_dir().to_owned();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    let out = Tool::pinfold()
+        .env(POSTGRES_URL, &target.url)
+        .args(["restore", "--json", "--from"])
+        .arg(&backups)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .await;
+    assert_eq!(out.code(), Some(0), "restore: {}", out.stderr());
+    let restored: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(restored["metadata_in_postgres"], true);
+    assert!(
+        !data_dir.join("meta.db").exists(),
+        "the metadata went into PostgreSQL, not beside the blobs"
+    );
+    server.set_env(POSTGRES_URL, &target.url);
+    server.restart().await;
+    serves_exactly(&server, "team/pg", "1", &[&first, &second]).await;
+    assert_eq!(
+        history_of(&server, "team/pg", "1").await,
+        history,
+        "the tag journal, ids and times included"
+    );
+    // New moves continue the journal.
+    let third = Image::random(&mut rng, ImageFormat::Oci, "amd64", 1, 1024);
+    RegistryClient::new(server.client().clone(), &server.url())
+        .push_image("team/pg", "1", &third)
+        .await;
+    let after = history_of(&server, "team/pg", "1").await;
+    assert_eq!(after.as_array().map(Vec::len), Some(3), "{after}");
+
+    // Restoring into a database that holds metadata is refused before anything is written.
+    let elsewhere = tmp.path().join("elsewhere");
+    let out = Tool::pinfold()
+        .env(POSTGRES_URL, &target.url)
+        .args(["restore", "--from"])
+        .arg(&backups)
+        .arg("--data-dir")
+        .arg(&elsewhere)
+        .output()
+        .await;
+    assert_eq!(out.code(), Some(2), "{}", out.stderr());
+    assert!(out.stderr().contains("not empty"), "{}", out.stderr());
+    assert!(!elsewhere.exists(), "nothing written");
+    assert_eq!(
+        history_of(&server, "team/pg", "1").await,
+        after,
+        "the database is unchanged"
+    );
+
+    // The same backup onto SQLite: a complete data directory of its own.
+    let on_sqlite = tmp.path().join("sqlite");
+    let out = Tool::pinfold()
+        .args(["restore", "--json", "--from"])
+        .arg(&backups)
+        .arg("--data-dir")
+        .arg(&on_sqlite)
+        .output()
+        .await;
+    assert_eq!(out.code(), Some(0), "restore: {}", out.stderr());
+    assert!(on_sqlite.join("meta.db").is_file());
+    let out = Tool::pinfold()
+        .args(["verify", "--json", "--data-dir"])
+        .arg(&on_sqlite)
+        .output()
+        .await;
+    assert_eq!(out.code(), Some(0), "verify: {}", out.stdout());
+    let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(report["findings"], serde_json::json!([]));
+    // The nine blobs of both images, each named by the restored metadata and present.
+    assert_eq!(report["references_checked"], 9, "{report}");
+    assert_eq!(report["blobs_checked"], 9, "{report}");
 }

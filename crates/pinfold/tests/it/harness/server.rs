@@ -167,6 +167,12 @@ impl TestServer {
             .unwrap_or(false)
     }
 
+    /// Sets one environment variable (configuration) for the next [`restart`](Self::restart).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts the server again on the same data directory (killing it first if it still
     /// runs) and waits until it is healthy. The port changes.
     pub async fn restart(&mut self) {

@@ -44,6 +44,12 @@ impl Tool {
         }
     }
 
+    /// This package's `pinfold` binary, with a 120 s limit (backups, restores and transfers
+    /// move whole registries).
+    pub fn pinfold() -> Tool {
+        Tool::new(env!("CARGO_BIN_EXE_pinfold")).timeout(Duration::from_secs(120))
+    }
+
     /// Adds one argument.
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Tool {
         self.display.push(' ');
