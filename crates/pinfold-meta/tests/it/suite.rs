@@ -39,6 +39,7 @@ macro_rules! for_each_suite_test {
             gc_candidates_tolerate_repeated_references,
             gc_collects_only_what_nothing_protects,
             gc_keeps_digests_named_by_drift_events_and_pins,
+            a_fresh_database_is_empty_until_something_is_recorded,
         );
     };
 }
@@ -1603,4 +1604,21 @@ pub async fn gc_keeps_digests_named_by_drift_events_and_pins(meta: &Meta) {
     assert!(meta.manifest(&r, &upstream.digest).await.unwrap().is_some());
     assert!(meta.manifest(&r, &pinned.digest).await.unwrap().is_some());
     assert!(sweep.kept >= 1);
+}
+
+/// What a restore checks of its target: a freshly migrated database counts as empty (the
+/// migrations' own rows aside); one recorded manifest makes it not.
+pub async fn a_fresh_database_is_empty_until_something_is_recorded(meta: &Meta) {
+    assert_eq!(meta.first_nonempty_table().await.unwrap(), None);
+    meta.put_manifest(&image("team/app", "e1"), None, &push())
+        .await
+        .unwrap();
+    let table = meta.first_nonempty_table().await.unwrap();
+    assert!(
+        matches!(
+            table.as_deref(),
+            Some("manifests" | "repositories" | "gc_candidates")
+        ),
+        "{table:?}"
+    );
 }
