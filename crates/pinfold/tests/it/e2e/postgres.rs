@@ -287,8 +287,9 @@ async fn serves_exactly(server: &TestServer, repo: &str, tag: &str, images: &[&I
 /// Issue 5's backups on a PostgreSQL instance: `pinfold backup` snapshots the metadata from
 /// PostgreSQL while the server runs, `pinfold restore` loads it into an empty PostgreSQL
 /// database (the data directory then has no meta.db) and the restored server serves the same
-/// tags, digests, bytes and journal. A database that already holds metadata is refused with
-/// exit 2 and nothing written; without PostgreSQL configured the same backup restores onto
+/// tags, digests, bytes and journal; a corrupt blob there is found by `verify` and mended by
+/// `restore --repair`. A database that already holds metadata is refused with exit 2 and
+/// nothing written; without PostgreSQL configured the same backup restores onto
 /// SQLite, which `pinfold verify` finds complete.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
@@ -355,6 +356,39 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
         .await;
     let after = history_of(&server, "team/pg", "1").await;
     assert_eq!(after.as_array().map(Vec::len), Some(3), "{after}");
+
+    // A corrupt blob in the PostgreSQL instance's data directory (which has no meta.db):
+    // verify reads the metadata from PostgreSQL and names it, --repair copies it back.
+    let victim = &second.layers[0].digest;
+    let hex = victim.trim_start_matches("sha256:");
+    let victim_path = data_dir.join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+    let mut bytes = std::fs::read(&victim_path).unwrap();
+    bytes[10] ^= 0x55;
+    std::fs::write(&victim_path, &bytes).unwrap();
+    let verify = || {
+        Tool::pinfold()
+            .env(POSTGRES_URL, &target.url)
+            .args(["verify", "--data-dir"])
+            .arg(&data_dir)
+    };
+    let out = verify().output().await;
+    assert_eq!(out.code(), Some(1), "{}{}", out.stdout(), out.stderr());
+    assert!(
+        out.stdout().contains(&format!("corrupt: {victim}")),
+        "{}",
+        out.stdout()
+    );
+    let out = Tool::pinfold()
+        .env(POSTGRES_URL, &target.url)
+        .args(["restore", "--repair", "--from"])
+        .arg(&backups)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .await;
+    assert_eq!(out.code(), Some(0), "repair: {}", out.stderr());
+    let out = verify().output().await;
+    assert_eq!(out.code(), Some(0), "clean after repair: {}", out.stdout());
 
     // Restoring into a database that holds metadata is refused before anything is written.
     let elsewhere = tmp.path().join("elsewhere");
