@@ -109,18 +109,23 @@ impl Table {
     }
 }
 
-/// Binds `values` in order to `query`, whichever engine it is for.
-macro_rules! bind_values {
-    ($query:expr, $values:expr) => {{
-        let mut query = $query;
-        for value in $values {
-            query = match value {
-                Value::Int8(v) => query.bind(v),
-                Value::Int4(v) => query.bind(v),
-                Value::Text(v) => query.bind(v),
-            };
+/// Inserts `rows` into `table` with one statement on either engine's connection (`$overriding`:
+/// give identity columns the copied values, PostgreSQL only). Nothing for no rows.
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr, $overriding:expr) => {{
+        let rows: &[Vec<Value>] = $rows;
+        if !rows.is_empty() {
+            let sql = $table.insert(rows.len(), $overriding);
+            let mut query = sqlx::query(&sql);
+            for value in rows.iter().flatten().cloned() {
+                query = match value {
+                    Value::Int8(v) => query.bind(v),
+                    Value::Int4(v) => query.bind(v),
+                    Value::Text(v) => query.bind(v),
+                };
+            }
+            query.execute($conn).await?;
         }
-        query
     }};
 }
 
@@ -316,10 +321,10 @@ impl Meta {
                 while let Some(row) = rows.try_next().await? {
                     batch.push(decode_pg(&row, table)?);
                     if batch.len() == table.rows_per_insert(SQLITE_PARAMS_PER_INSERT) {
-                        insert_sqlite(&mut lite, table, &std::mem::take(&mut batch)).await?;
+                        insert_rows!(&mut *lite, table, &std::mem::take(&mut batch), false);
                     }
                 }
-                insert_sqlite(&mut lite, table, &batch).await?;
+                insert_rows!(&mut *lite, table, &batch, false);
             }
             lite.commit().await?;
             pg.commit().await?;
@@ -375,11 +380,11 @@ impl Meta {
                 while let Some(row) = rows.try_next().await? {
                     batch.push(decode_sqlite(&row, table)?);
                     if batch.len() == table.rows_per_insert(PG_PARAMS_PER_INSERT) {
-                        insert_pg(&mut pg, table, &std::mem::take(&mut batch)).await?;
+                        insert_rows!(&mut *pg, table, &std::mem::take(&mut batch), true);
                     }
                 }
                 drop(rows);
-                insert_pg(&mut pg, table, &batch).await?;
+                insert_rows!(&mut *pg, table, &batch, true);
                 if let Some(column) = &table.identity {
                     // The next generated id follows the largest copied one.
                     sqlx::query(&format!(
@@ -475,36 +480,6 @@ async fn first_nonempty_pg(
         }
     }
     Ok(None)
-}
-
-async fn insert_sqlite(
-    lite: &mut SqliteConnection,
-    table: &Table,
-    rows: &[Vec<Value>],
-) -> Result<(), MetaError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = table.insert(rows.len(), false);
-    bind_values!(sqlx::query(&sql), rows.iter().flatten().cloned())
-        .execute(lite)
-        .await?;
-    Ok(())
-}
-
-async fn insert_pg(
-    pg: &mut PgConnection,
-    table: &Table,
-    rows: &[Vec<Value>],
-) -> Result<(), MetaError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = table.insert(rows.len(), true);
-    bind_values!(sqlx::query(&sql), rows.iter().flatten().cloned())
-        .execute(pg)
-        .await?;
-    Ok(())
 }
 
 /// Compile-time check: the server and the backup run these on Tokio's multi-threaded runtime.
