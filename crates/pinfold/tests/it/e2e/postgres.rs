@@ -432,3 +432,62 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
     assert_eq!(report["references_checked"], 9, "{report}");
     assert_eq!(report["blobs_checked"], 9, "{report}");
 }
+
+/// The scheduled `backup` worker of `pinfold serve` on PostgreSQL: it runs without errors, and
+/// what it wrote restores (here onto SQLite) into a data directory that names the pushed image
+/// and holds its blobs.
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_backups_work_on_postgresql() {
+    let Some(database) = scratch_database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("scheduled");
+    let to = backups.to_str().unwrap().to_owned();
+    let mut server = TestServer::start_with_env(&[
+        (POSTGRES_URL, &database.url),
+        ("PINFOLD_BACKUP_TO", &to),
+        ("PINFOLD_BACKUP_INTERVAL_SECONDS", "1"),
+    ])
+    .await;
+    let registry = RegistryClient::new(server.client().clone(), &server.url());
+    let image = Image::random(&mut Rng::new(), ImageFormat::Oci, "amd64", 2, 4096);
+    registry.push_image("sched/pg", "v1", &image).await;
+
+    // Bounded wait for two runs after the push (the first runs at start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = registry.get("/api/v1/workers", None).await.unwrap();
+        let workers: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        let backup = workers
+            .as_array()
+            .or_else(|| workers["workers"].as_array())
+            .and_then(|w| w.iter().find(|w| w["name"] == "backup").cloned())
+            .expect("a backup worker is listed");
+        assert_eq!(backup["errors"], 0, "{backup}");
+        if backup["runs"].as_u64().unwrap() >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{backup}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.terminate());
+
+    let restored = tmp.path().join("restored");
+    Tool::pinfold()
+        .args(["restore", "--from"])
+        .arg(&backups)
+        .arg("--data-dir")
+        .arg(&restored)
+        .run_ok()
+        .await;
+    let out = Tool::pinfold()
+        .args(["verify", "--json", "--data-dir"])
+        .arg(&restored)
+        .output()
+        .await;
+    assert_eq!(out.code(), Some(0), "verify: {}", out.stdout());
+    let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    // The manifest, its config and its two layers, named by the metadata and present.
+    assert_eq!(report["references_checked"], 4, "{report}");
+}
