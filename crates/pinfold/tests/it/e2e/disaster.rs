@@ -34,25 +34,16 @@ async fn get_when_ready(server: &TestServer, path: &str) -> Vec<u8> {
     }
 }
 
-async fn get_json(server: &TestServer, path: &str) -> Value {
-    let resp = server
-        .client()
-        .get(format!("{}{path}", server.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "GET {path}");
-    resp.json().await.unwrap()
-}
-
 /// Every tag of every repository, with the digest it resolves to.
 async fn all_tags(server: &TestServer) -> Vec<(String, String, String)> {
     let registry = RegistryClient::new(server.client().clone(), &server.url());
-    let catalog = get_json(server, "/v2/_catalog?n=1000").await;
+    let catalog = server.get_json("/v2/_catalog?n=1000").await;
     let mut out = Vec::new();
     for repo in catalog["repositories"].as_array().unwrap() {
         let repo = repo.as_str().unwrap();
-        let tags = get_json(server, &format!("/v2/{repo}/tags/list?n=1000")).await;
+        let tags = server
+            .get_json(&format!("/v2/{repo}/tags/list?n=1000"))
+            .await;
         for tag in tags["tags"].as_array().into_iter().flatten() {
             let tag = tag.as_str().unwrap();
             let m = registry.get_manifest(repo, tag).await.unwrap();
@@ -140,7 +131,9 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
     let release = get_when_ready(&server, "/apt/ci/dists/stable/InRelease").await;
     let packages = get_when_ready(&server, "/apt/ci/dists/stable/main/binary-amd64/Packages").await;
     let key = get_when_ready(&server, "/apt/pinfold.asc").await;
-    let history = get_json(&server, "/api/v1/repositories/team/api/tags/v1/history").await;
+    let history = server
+        .get_json("/api/v1/repositories/team/api/tags/v1/history")
+        .await;
     let tags_before = all_tags(&server).await;
 
     // Pushes keep coming while the backup runs.
@@ -228,7 +221,9 @@ async fn disaster_backup_while_pushing_restore_pull_verify_repair() {
         let _ = tag;
     }
     assert_eq!(
-        get_json(&server, "/api/v1/repositories/team/api/tags/v1/history").await,
+        server
+            .get_json("/api/v1/repositories/team/api/tags/v1/history")
+            .await,
         history,
         "tag journal"
     );
@@ -442,12 +437,7 @@ async fn scheduled_backups_run_inside_serve_and_keep_the_newest() {
     // Wait (bounded) for at least three runs after the push.
     let deadline = Instant::now() + Duration::from_secs(60);
     let runs = loop {
-        let workers = get_json(&server, "/api/v1/workers").await;
-        let backup = workers
-            .as_array()
-            .or_else(|| workers["workers"].as_array())
-            .and_then(|w| w.iter().find(|w| w["name"] == "backup").cloned())
-            .expect("a backup worker is listed");
+        let backup = server.worker("backup").await;
         assert_eq!(backup["errors"], 0, "{backup}");
         let runs = backup["runs"].as_u64().unwrap();
         if runs >= 4 {

@@ -10,6 +10,9 @@ use crate::harness::{Image, ImageFormat, RegistryClient, Rng, TestServer, Tool};
 
 const POSTGRES_URL: &str = "PINFOLD_META_POSTGRES_URL";
 
+/// The tag journal of `team/pg:1`.
+const HISTORY: &str = "/api/v1/repositories/team/pg/tags/1/history";
+
 /// A fresh database on the cluster behind `base_url`, dropped on drop.
 struct ScratchDatabase {
     admin_url: String,
@@ -248,20 +251,6 @@ async fn gc_in_postgresql_beside_pushes_keeps_every_tag() {
     }
 }
 
-/// The tag journal of `repo:tag`, as the API gives it.
-async fn history_of(server: &TestServer, repo: &str, tag: &str) -> serde_json::Value {
-    let registry = RegistryClient::new(server.client().clone(), &server.url());
-    let resp = registry
-        .get(
-            &format!("/api/v1/repositories/{repo}/tags/{tag}/history"),
-            None,
-        )
-        .await
-        .expect("history");
-    assert_eq!(resp.status, 200);
-    serde_json::from_slice(&resp.body).expect("history is JSON")
-}
-
 /// Every image of `images` pulls from `server` by digest, byte for byte, and `repo:tag` is
 /// the last one.
 async fn serves_exactly(server: &TestServer, repo: &str, tag: &str, images: &[&Image]) {
@@ -303,7 +292,7 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
     let registry = RegistryClient::new(server.client().clone(), &server.url());
     registry.push_image("team/pg", "1", &first).await;
     registry.push_image("team/pg", "1", &second).await;
-    let history = history_of(&server, "team/pg", "1").await;
+    let history = server.get_json(HISTORY).await;
     assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
 
     let tmp = tempfile::tempdir().unwrap();
@@ -345,7 +334,7 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
     server.restart().await;
     serves_exactly(&server, "team/pg", "1", &[&first, &second]).await;
     assert_eq!(
-        history_of(&server, "team/pg", "1").await,
+        server.get_json(HISTORY).await,
         history,
         "the tag journal, ids and times included"
     );
@@ -354,7 +343,7 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
     RegistryClient::new(server.client().clone(), &server.url())
         .push_image("team/pg", "1", &third)
         .await;
-    let after = history_of(&server, "team/pg", "1").await;
+    let after = server.get_json(HISTORY).await;
     assert_eq!(after.as_array().map(Vec::len), Some(3), "{after}");
 
     // A corrupt blob in the PostgreSQL instance's data directory (which has no meta.db):
@@ -404,7 +393,7 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
     assert!(out.stderr().contains("not empty"), "{}", out.stderr());
     assert!(!elsewhere.exists(), "nothing written");
     assert_eq!(
-        history_of(&server, "team/pg", "1").await,
+        server.get_json(HISTORY).await,
         after,
         "the database is unchanged"
     );
@@ -457,13 +446,7 @@ async fn scheduled_backups_work_on_postgresql() {
     // Bounded wait for two runs after the push (the first runs at start).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let resp = registry.get("/api/v1/workers", None).await.unwrap();
-        let workers: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-        let backup = workers
-            .as_array()
-            .or_else(|| workers["workers"].as_array())
-            .and_then(|w| w.iter().find(|w| w["name"] == "backup").cloned())
-            .expect("a backup worker is listed");
+        let backup = server.worker("backup").await;
         assert_eq!(backup["errors"], 0, "{backup}");
         if backup["runs"].as_u64().unwrap() >= 3 {
             break;

@@ -167,6 +167,30 @@ impl TestServer {
             .unwrap_or(false)
     }
 
+    /// GET `path`, which must answer 200 with JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    /// The background worker `name` as `/api/v1/workers` lists it (runs, errors, last error).
+    pub async fn worker(&self, name: &str) -> serde_json::Value {
+        let workers = self.get_json("/api/v1/workers").await;
+        workers
+            .as_array()
+            .or_else(|| workers["workers"].as_array())
+            .and_then(|w| w.iter().find(|w| w["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no worker {name} in {workers}"))
+    }
+
     /// Sets one environment variable (configuration) for the next [`restart`](Self::restart).
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
