@@ -74,6 +74,10 @@ struct Table {
 }
 
 impl Table {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     fn select(&self) -> String {
         format!("SELECT {} FROM {}", self.column_list(), self.name)
     }
@@ -365,11 +369,10 @@ impl Meta {
             sqlx::migrate!("./migrations/sqlite").run(&sqlite).await?;
             let mut sqlite = sqlite.acquire().await?;
             let mut pg = db.writer.begin().await?;
-            let names = pg_tables(&mut pg).await?;
-            if let Some(table) = first_nonempty_pg(&mut pg, &names).await? {
+            let tables = plan(&mut sqlite, &mut pg).await?;
+            if let Some(table) = first_nonempty_pg(&mut pg, tables.iter().map(Table::name)).await? {
                 return Err(MetaError::NotEmpty { table });
             }
-            let tables = plan(&mut sqlite, &mut pg).await?;
             for table in &tables {
                 sqlx::query(&format!("DELETE FROM {}", table.name))
                     .execute(&mut *pg)
@@ -417,7 +420,7 @@ impl Meta {
             Engine::Postgres(db) => {
                 let mut pg = db.readers.acquire().await?;
                 let tables = pg_tables(&mut pg).await?;
-                first_nonempty_pg(&mut pg, &tables).await
+                first_nonempty_pg(&mut pg, tables.iter().map(String::as_str)).await
             }
             Engine::Sqlite(db) => {
                 let mut lite = db.readers.acquire().await?;
@@ -464,19 +467,19 @@ async fn pg_tables(pg: &mut PgConnection) -> Result<BTreeSet<String>, MetaError>
 }
 
 /// The first of `tables` (other than those the migrations seed) that holds a row.
-async fn first_nonempty_pg(
+async fn first_nonempty_pg<'t>(
     pg: &mut PgConnection,
-    tables: &BTreeSet<String>,
+    tables: impl IntoIterator<Item = &'t str>,
 ) -> Result<Option<String>, MetaError> {
     for table in tables {
-        if SEEDED_BY_MIGRATIONS.contains(&table.as_str()) {
+        if SEEDED_BY_MIGRATIONS.contains(&table) {
             continue;
         }
         let any: bool = sqlx::query_scalar(&exists_sql(table))
             .fetch_one(&mut *pg)
             .await?;
         if any {
-            return Ok(Some(table.clone()));
+            return Ok(Some(table.to_owned()));
         }
     }
     Ok(None)

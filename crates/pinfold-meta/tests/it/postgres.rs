@@ -320,7 +320,7 @@ async fn concurrent_writers_journal_every_move_once() {
 async fn a_loaded_snapshot_continues_its_ids_and_a_second_load_is_refused() {
     with_meta(
         "a_loaded_snapshot_continues_its_ids_and_a_second_load_is_refused",
-        |meta, url| async move {
+        |meta, _url| async move {
             for (seed, version) in [("a", "1"), ("b", "1"), ("c", "2")] {
                 meta.put_manifest(&image("team/app", seed), Some(&tag(version)), &push())
                     .await
@@ -360,7 +360,6 @@ async fn a_loaded_snapshot_continues_its_ids_and_a_second_load_is_refused() {
             assert_eq!(dump(&target.url).await, before);
             restored.close().await;
             target.drop_db().await;
-            let _ = url;
             meta
         },
     )

@@ -4,6 +4,7 @@
 //! Needs `TEST_PINFOLD_POSTGRES_URL` (scripts/test starts a local cluster and sets it). Without
 //! it the test says it is skipped, except under CI, where it fails.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::{Image, ImageFormat, RegistryClient, Rng, TestServer, Tool};
@@ -251,6 +252,15 @@ async fn gc_in_postgresql_beside_pushes_keeps_every_tag() {
     }
 }
 
+/// `pinfold restore --from <backups> --data-dir <data_dir>`, to add options and environment to.
+fn restore(backups: &Path, data_dir: &Path) -> Tool {
+    Tool::pinfold()
+        .args(["restore", "--from"])
+        .arg(backups)
+        .arg("--data-dir")
+        .arg(data_dir)
+}
+
 /// Every image of `images` pulls from `server` by digest, byte for byte, and `repo:tag` is
 /// the last one.
 async fn serves_exactly(server: &TestServer, repo: &str, tag: &str, images: &[&Image]) {
@@ -315,12 +325,9 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
     assert!(server.terminate(), "server stops cleanly");
     let data_dir = server.data_dir().to_owned();
     std::fs::remove_dir_all(&data_dir).unwrap();
-    let out = Tool::pinfold()
+    let out = restore(&backups, &data_dir)
         .env(POSTGRES_URL, &target.url)
-        .args(["restore", "--json", "--from"])
-        .arg(&backups)
-        .arg("--data-dir")
-        .arg(&data_dir)
+        .arg("--json")
         .output()
         .await;
     assert_eq!(out.code(), Some(0), "restore: {}", out.stderr());
@@ -367,12 +374,9 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
         "{}",
         out.stdout()
     );
-    let out = Tool::pinfold()
+    let out = restore(&backups, &data_dir)
         .env(POSTGRES_URL, &target.url)
-        .args(["restore", "--repair", "--from"])
-        .arg(&backups)
-        .arg("--data-dir")
-        .arg(&data_dir)
+        .arg("--repair")
         .output()
         .await;
     assert_eq!(out.code(), Some(0), "repair: {}", out.stderr());
@@ -381,12 +385,8 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
 
     // Restoring into a database that holds metadata is refused before anything is written.
     let elsewhere = tmp.path().join("elsewhere");
-    let out = Tool::pinfold()
+    let out = restore(&backups, &elsewhere)
         .env(POSTGRES_URL, &target.url)
-        .args(["restore", "--from"])
-        .arg(&backups)
-        .arg("--data-dir")
-        .arg(&elsewhere)
         .output()
         .await;
     assert_eq!(out.code(), Some(2), "{}", out.stderr());
@@ -400,13 +400,7 @@ async fn a_postgresql_backup_restores_into_postgresql_and_into_sqlite() {
 
     // The same backup onto SQLite: a complete data directory of its own.
     let on_sqlite = tmp.path().join("sqlite");
-    let out = Tool::pinfold()
-        .args(["restore", "--json", "--from"])
-        .arg(&backups)
-        .arg("--data-dir")
-        .arg(&on_sqlite)
-        .output()
-        .await;
+    let out = restore(&backups, &on_sqlite).arg("--json").output().await;
     assert_eq!(out.code(), Some(0), "restore: {}", out.stderr());
     assert!(on_sqlite.join("meta.db").is_file());
     let out = Tool::pinfold()
@@ -457,13 +451,7 @@ async fn scheduled_backups_work_on_postgresql() {
     assert!(server.terminate());
 
     let restored = tmp.path().join("restored");
-    Tool::pinfold()
-        .args(["restore", "--from"])
-        .arg(&backups)
-        .arg("--data-dir")
-        .arg(&restored)
-        .run_ok()
-        .await;
+    restore(&backups, &restored).run_ok().await;
     let out = Tool::pinfold()
         .args(["verify", "--json", "--data-dir"])
         .arg(&restored)
