@@ -34,7 +34,7 @@
 #   bench/mirror.sh [--mib 1024] [--runs 3] [--no-build] [--tmp-dir DIR]
 #
 # Needs curl, jq, python3, openssl, a release build of pinfold (built unless --no-build) and of
-# bench/forward-floor (built when missing). Servers listen on 127.0.0.1 only (ports 5301
+# bench/forward-floor (always built; a no-op when up to date). Servers listen on 127.0.0.1 only (ports 5301
 # upstream, 5302 mirror, 5303 floor). Prints a Markdown table and
 # writes it to bench/results/<UTC>-mirror/summary.md.
 set -Eeuo pipefail
@@ -55,10 +55,9 @@ done
 ((build)) && (cd "$repo" && cargo build --release -q -p pinfold)
 bin=$repo/target/release/pinfold
 [[ -x $bin ]] || { echo "bench/mirror.sh: $bin missing (build it or drop --no-build)" >&2; exit 2; }
+# Always (a no-op when up to date): a stale floor would not mark its fsync done.
+cargo build --release -q --manifest-path "$repo/bench/forward-floor/Cargo.toml"
 floor_bin=$repo/bench/forward-floor/target/release/forward-floor
-if ((build)) || [[ ! -x $floor_bin ]]; then
-  cargo build --release -q --manifest-path "$repo/bench/forward-floor/Cargo.toml"
-fi
 
 work=$(mktemp -d "$tmp/pinfold-mirror-bench.XXXXXX")
 pids=()
@@ -127,19 +126,20 @@ start_mirror() {
 }
 stop_mirror() { kill "$mpid"; wait "$mpid" 2>/dev/null || true; }
 
-# CPU time (user + system) a process has used so far, in clock ticks.
-wait_stored() {
-  for _ in $(seq 1 600); do
-    [[ -n $(find "$work/mirror" -name "${digest#sha256:}" -path '*blobs*' -print -quit) ]] && return 0
-    sleep 0.1
-  done
-  echo "bench/mirror.sh: the mirror did not store the blob within 60 s" >&2
+wait_until() { # what command... : runs the command every 0.1 s until it succeeds, 60 s at most
+  local what=$1
+  shift
+  for _ in $(seq 1 600); do "$@" && return 0; sleep 0.1; done
+  echo "bench/mirror.sh: $what did not happen within 60 s" >&2
   exit 1
 }
+mirror_stored() { [[ -n $(find "$work/mirror" -name "${digest#sha256:}" -path '*blobs*' -print -quit) ]]; }
+floor_synced() { [[ -e $work/floor/blob-$1.synced ]]; }
 recycle_memory() {
   dd if=/dev/zero of="$work/scratch" bs=1M count=1536 status=none
   rm -f "$work/scratch"
 }
+# CPU time (user + system) a process has used so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 per_gib() { # ticks -> CPU seconds per GiB moved
   awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v m="$mib" 'BEGIN {printf "%.2f", t / hz * 1024 / m}'
@@ -158,7 +158,7 @@ for ((round = 1; round <= runs; round++)); do
   floor_cpu+=("$(per_gib $(($(cpu_ticks "$fpid") - before)))")
   # The floor fsyncs after its client is served (as the mirror does); that must not overlap
   # the mirror's cold pull.
-  for _ in $(seq 1 300); do [[ -e $work/floor/blob-$((round - 1)).synced ]] && break; sleep 0.1; done
+  wait_until "the floor's fsync" floor_synced $((round - 1))
   rm -f "$work/floor/"*
   recycle_memory
   before=$(cpu_ticks "$mpid")
@@ -167,7 +167,7 @@ for ((round = 1; round <= runs; round++)); do
   # The fetch writes the blob to disk after its client has the bytes; a warm pull is one of a
   # stored blob (as the local blob, whose push waited for its fsync), so wait for the blob's
   # file to be in place, and count the mirror's CPU until then too.
-  wait_stored
+  wait_until "storing the fetched blob" mirror_stored
   stored_cpu+=("$(per_gib $(($(cpu_ticks "$mpid") - before)))")
   warm+=("$(pull "$mirror/v2/up/bench/layer/blobs/$digest" "$digest")")
   local_+=("$(pull "$mirror/v2/bench/local/blobs/$local_digest" "$local_digest")")
