@@ -25,6 +25,10 @@ pub async fn run(config: Config, insecure_open: bool) -> anyhow::Result<()> {
         permissions: config.permission.clone(),
         insecure_open,
     });
+    // Installed before the readiness lines below: until a handler exists, SIGTERM's default
+    // action kills the process, so a supervisor (or test) that stops the server right after
+    // it announced itself would get a crash instead of a drain.
+    let shutdown = shutdown_signal()?;
     let addr = server.local_addr()?;
     let scheme = if server.tls().is_some() {
         "https"
@@ -52,29 +56,22 @@ pub async fn run(config: Config, insecure_open: bool) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
     tracing::info!(%addr, data_dir = %data_dir.display(), "serving");
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Installs the SIGTERM and SIGINT handlers now; the returned future resolves on the first
+/// of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown requested; finishing in-flight requests");
+        tracing::info!("shutdown requested; finishing in-flight requests");
+    })
 }

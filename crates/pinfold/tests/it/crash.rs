@@ -385,6 +385,24 @@ async fn sigterm_stops_cleanly_and_keeps_pushes() {
     }
 }
 
+/// A SIGTERM that arrives as soon as the server has announced itself is a clean stop, not the
+/// default action's kill: the handlers exist before the `listening on` line (a CI run once
+/// caught the window in which they did not). A few rounds, since the window was narrow.
+#[tokio::test]
+async fn sigterm_right_after_start_is_a_clean_stop() {
+    const ROUNDS: usize = 20;
+    let mut server = TestServer::start_with_env(&[]).await;
+    for round in 1..=ROUNDS {
+        assert!(
+            server.terminate(),
+            "round {round}/{ROUNDS}: pinfold did not exit with status 0 after a SIGTERM right \
+             after start\n--- server log ---\n{}",
+            server.log_tail()
+        );
+        server.restart().await;
+    }
+}
+
 /// Every file of the blob tree must hash to its name; on Pinfold every acknowledged blob
 /// must also be a file there.
 fn check_blob_tree(server: &TestServer, logs: &[PusherLog]) -> Vec<String> {
