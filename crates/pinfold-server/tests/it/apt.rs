@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::TestServer;
+use crate::harness::{eventually, TestServer};
 
 /// How long indices may take to appear after an upload (issue 7: within a second).
 const REINDEX_DEADLINE: Duration = Duration::from_secs(1);
@@ -648,11 +648,10 @@ async fn apt_bad_input_is_refused_and_changes_nothing() {
     );
     // Refused and cut-off uploads leave no upload session or temp file on disk (the cut-off
     // one is cancelled once the server notices the closed connection: bounded wait).
-    let start = Instant::now();
-    while !server.leftovers().is_empty() && start.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(server.leftovers(), Vec::<PathBuf>::new());
+    eventually("no upload session or temp file is left", || {
+        server.leftovers().is_empty()
+    })
+    .await;
 
     // Indices of jammy are unchanged after longer than the reindex delay; the checksum
     // deploy went to focal.

@@ -647,3 +647,15 @@ fn configured(configure: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
     configure(&mut config);
     config
 }
+
+/// Waits (at most 10 s, polling) until `done` holds; fails the test naming `what` otherwise.
+pub async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 10 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -774,15 +774,6 @@ async fn concurrent_cold_pulls_fetch_the_blob_once() {
     .await;
 }
 
-/// Waits (at most 10 s, polling) until `done` holds; fails the test naming `what` otherwise.
-async fn eventually(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "not within 10 s: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// An upstream that sends bytes which do not match the digest: the client never gets a
 /// complete body, nothing is stored, and the next request retries and succeeds once the
 /// upstream behaves. An upstream answering 503 gives a clear OCI error.
