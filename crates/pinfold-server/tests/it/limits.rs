@@ -74,6 +74,39 @@ async fn headers_sent_too_slowly_get_the_connection_closed() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// A client that connects and sends nothing, or stops inside the HTTP/2 preface (before the
+/// server can tell which protocol it speaks), holds a connection like a slowloris does: it is
+/// closed after the header read timeout too.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_send_nothing_or_half_a_preface_are_closed() {
+    let server = TestServer::start_with(|cfg| cfg.header_read_timeout_seconds = 1).await;
+    for (what, sent) in [
+        ("nothing", &b""[..]),
+        ("half the HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
+    ] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let started = Instant::now();
+        let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900),
+            "{what}: closed after {waited:?}, before the 1 s header timeout"
+        );
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{what}: unexpected answer: {text:?}"
+        );
+    }
+    let resp = reqwest::Client::new()
+        .get(server.url("/v2/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_chunk_is_408_and_the_upload_resumes_where_it_was() {
     let server = TestServer::start_with(|cfg| cfg.body_idle_timeout_seconds = 1).await;

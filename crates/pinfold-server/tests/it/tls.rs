@@ -254,3 +254,47 @@ async fn a_bad_certificate_configuration_refuses_to_start() {
     let err = bind(config).await.expect("refused");
     assert!(err.starts_with("TLS:"), "{err}");
 }
+
+/// A TLS client that completes the handshake and then sends nothing is closed after the
+/// header read timeout, like a silent plain-TCP one (limits.rs): checked with a real client,
+/// `openssl s_client`, which exits when the server closes the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_client_after_the_tls_handshake_is_closed() {
+    let cert = TestCert::new();
+    let (cert_path, key_path) = (cert.cert(), cert.key());
+    let server = TestServer::start_with(move |cfg| {
+        cfg.tls_cert = Some(cert_path);
+        cfg.tls_key = Some(key_path);
+        cfg.header_read_timeout_seconds = 1;
+    })
+    .await;
+    let mut client = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect"])
+        .arg(server.addr.to_string())
+        .stdin(std::process::Stdio::piped()) // held open, never written
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl is installed (apt-get install openssl)");
+    let started = std::time::Instant::now();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), client.wait())
+        .await
+        .expect("the server still holds the silent TLS connection after 15 s")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "closed after {waited:?} (status {status}), before the 1 s header timeout"
+    );
+    // The handshake itself succeeded: the server closed an established session.
+    let resp = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!("https://{}/v2/", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
