@@ -49,7 +49,8 @@ pub enum DriftResolution {
 }
 
 impl DriftResolution {
-    fn as_str(self) -> &'static str {
+    /// The text stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             DriftResolution::Accepted => "accepted",
             DriftResolution::Reverted => "reverted",

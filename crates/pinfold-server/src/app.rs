@@ -54,6 +54,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .merge(v2::routes())
         .merge(api::routes())
         .merge(apt::routes())
+        .merge(crate::ui::routes())
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route(
             "/v2/token",

@@ -16,6 +16,7 @@ pub mod limits;
 mod listen;
 pub mod registry;
 pub mod tls;
+mod ui;
 pub mod v2;
 pub mod workers;
 

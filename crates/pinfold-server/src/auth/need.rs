@@ -13,6 +13,8 @@
 //! | `POST /api/v1/repositories/<name>/tags/<tag>/promote` | promote on `<name>` |
 //! | `/api/v1/tokens*` | any user (the handler allows own tokens, or admin) |
 //! | `GET /api/v1/apt/*` | global pull |
+//! | `GET /`, `GET /ui/drift` (web UI) | global pull |
+//! | `GET /ui/repositories/<name>`, `GET /ui/history/<name>/tags/<tag>` | pull on `<name>` |
 //! | other `/api/v1/*` (upstreams, workers, audit, gc, APT management, ...) | global admin |
 //! | `GET /apt/<prefix>/...`, `GET /artifactory/<repo>/...` | pull on `apt/<prefix>` |
 //! | `PUT /apt/<repo>/...`, `PUT /artifactory/<repo>/...` | push on `apt/<repo>` (or a deploy key) |
@@ -110,6 +112,9 @@ pub(crate) fn need(method: &Method, uri: &Uri) -> Need {
     if path.starts_with("/api/") {
         return Need::new(Requirement::Global(Action::Admin), Surface::Api);
     }
+    if let Some(need) = ui_need(path) {
+        return need;
+    }
     // Anything else answers 404 (or a later surface's own page): it reads nothing protected.
     Need::open(Surface::Api)
 }
@@ -179,6 +184,27 @@ fn v2_need(method: &Method, uri: &Uri, rest: &str) -> Need {
     need.audit = audit;
     need.challenge_scope = challenge_scope;
     need
+}
+
+/// The web UI's pages read what the API's reads do, and need what they need.
+fn ui_need(path: &str) -> Option<Need> {
+    let pull_on = |repo: &str| {
+        Need::new(
+            Requirement::Repo(repo.to_owned(), Action::Pull),
+            Surface::Api,
+        )
+    };
+    if path == "/" || path == "/ui/drift" {
+        return Some(Need::new(Requirement::Global(Action::Pull), Surface::Api));
+    }
+    if let Some(repo) = path.strip_prefix("/ui/repositories/") {
+        return Some(pull_on(repo));
+    }
+    let rest = path.strip_prefix("/ui/history/")?;
+    // `<name>/tags/<tag>`; without `/tags/` the page is a 404, still behind the name's pull.
+    Some(pull_on(
+        rest.rsplit_once("/tags/").map_or(rest, |(repo, _)| repo),
+    ))
 }
 
 fn api_need(method: &Method, rest: &str) -> Need {
@@ -257,6 +283,19 @@ mod tests {
             (Method::GET, "/v2/token?scope=x", Open),
             (Method::POST, "/v2/token", Open),
             (Method::GET, "/v2/", Authenticated),
+            (Method::GET, "/", Global(Action::Pull)),
+            (Method::GET, "/ui/drift?all=true", Global(Action::Pull)),
+            (
+                Method::GET,
+                "/ui/repositories/docker.io/library/ruby",
+                Repo("docker.io/library/ruby".into(), Action::Pull),
+            ),
+            (
+                Method::GET,
+                "/ui/history/a/tags/b/tags/v1",
+                Repo("a/tags/b".into(), Action::Pull),
+            ),
+            (Method::GET, "/ui/nothing-here", Open),
             (
                 Method::GET,
                 "/v2/a/b/manifests/v1",

@@ -108,6 +108,10 @@ fn endpoints(image: &Image) -> Vec<(Method, String, Option<Vec<u8>>)> {
         (Method::GET, "/api/v1/tokens".into(), None),
         (Method::POST, "/api/v1/apt/repos".into(), Some(br#"{"name":"x","kind":"local"}"#.to_vec())),
         (Method::PUT, "/artifactory/debs/pool/x_1_all.deb;deb.distribution=s;deb.component=main;deb.architecture=all".into(), Some(b"not a deb".to_vec())),
+        (Method::GET, "/".into(), None),
+        (Method::GET, "/ui/repositories/team/app".into(), None),
+        (Method::GET, "/ui/history/team/app/tags/v1".into(), None),
+        (Method::GET, "/ui/drift".into(), None),
     ]
 }
 
@@ -204,7 +208,8 @@ async fn assert_refused(resp: reqwest::Response, method: &Method, path: &str, st
             "DENIED"
         };
         assert_eq!(code, expect, "{method} {path}");
-    } else if path.starts_with("/api/") {
+    } else if path.starts_with("/api/") || path == "/" || path.starts_with("/ui/") {
+        // The web UI refuses as the API does (a Basic challenge a browser answers).
         assert!(body["error"]["code"].is_string(), "{method} {path}: {body}");
     } else {
         assert_eq!(
@@ -262,7 +267,9 @@ async fn every_endpoint_refuses_missing_wrong_and_small_credentials_and_changes_
             || (path.starts_with("/api/v1/")
                 && !path.contains("/history")
                 && !path.contains("/tokens"))
-            || path.starts_with("/artifactory/");
+            || path.starts_with("/artifactory/")
+            || path == "/"
+            || path == "/ui/drift";
         if !too_small {
             continue;
         }
@@ -281,6 +288,19 @@ async fn every_endpoint_refuses_missing_wrong_and_small_credentials_and_changes_
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
+    for page in ["/ui/repositories/team/app", "/ui/history/team/app/tags/v1"] {
+        let resp = send(
+            &client,
+            &server.base,
+            &Method::GET,
+            page,
+            &None,
+            alice.clone(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{page} as alice");
+        assert!(resp.text().await.unwrap().contains(image.digest.as_str()));
+    }
     // Failed logins are in the audit log, under the name claimed, never with the secret.
     let audit: Value = server.get_json("/api/v1/audit?actor=nobody").await;
     let rows = audit.as_array().unwrap();

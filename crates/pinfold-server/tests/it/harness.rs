@@ -257,6 +257,11 @@ impl TestServer {
         self.get(path).send().await.unwrap().json().await.unwrap()
     }
 
+    /// The body of a GET of `path` as text (whatever the status).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
+    }
+
     pub fn head(&self, path: &str) -> RequestBuilder {
         self.client.head(self.url(path))
     }

@@ -22,4 +22,5 @@ mod referrers;
 mod tags;
 mod tls;
 mod traversal;
+mod ui;
 mod uploads;

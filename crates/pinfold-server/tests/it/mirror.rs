@@ -407,6 +407,42 @@ async fn pinned_tag_drifts_and_is_promoted() {
         "drift does not move a pinned tag"
     );
 
+    // The explanation arrives in the background; the web UI lists the event with it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let summary = loop {
+        let list = json(mirror.get("/api/v1/drift").send().await.unwrap()).await;
+        let explanation = &list["events"][0]["explanation"];
+        if !explanation.is_null() {
+            break explanation["summary"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no summary: {explanation}"))
+                .to_owned();
+        }
+        assert!(Instant::now() < deadline, "no explanation within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        summary.contains("ca-certificates") && summary.contains("libssl3"),
+        "{summary}"
+    );
+    let page = mirror.get_text("/ui/drift").await;
+    let escaped = summary
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    for shown in [
+        "docker.io/library/ruby:2.7",
+        a.digest.as_str(),
+        b.digest.as_str(),
+        "<td>open</td>",
+        escaped.as_str(),
+    ] {
+        assert!(page.contains(shown), "{shown:?} not on /ui/drift:\n{page}");
+    }
+    let overview = mirror.get_text("/").await;
+    assert!(overview.contains("1 open drift event<"), "{overview}");
+
     // Promote: B becomes current, journaled with who did it; the event closes.
     let answer = json(
         mirror
@@ -457,6 +493,10 @@ async fn pinned_tag_drifts_and_is_promoted() {
     assert_eq!(open["events"].as_array().unwrap().len(), 0);
     let all = json(mirror.get("/api/v1/drift?all=true").send().await.unwrap()).await;
     assert_eq!(all["events"][0]["resolution"], "accepted");
+    let page = mirror.get_text("/ui/drift").await;
+    assert!(page.contains("<p>None.</p>"), "{page}");
+    let page = mirror.get_text("/ui/drift?all=true").await;
+    assert!(page.contains("<td>accepted</td>"), "{page}");
 }
 
 /// The upstream goes away: everything cached still pulls; what is not cached is a clear
