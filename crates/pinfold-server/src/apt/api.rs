@@ -20,8 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use pinfold_apt::diff::{diff, PackageDiff, PackageRef};
-use pinfold_meta::{AptPackage, AptPublishSource, AptRepoKind, NewAptRepo};
+use pinfold_meta::{AptPublishSource, AptRepoKind, NewAptRepo};
 use serde::Deserialize;
 
 use super::deploy::authorize;
@@ -266,27 +265,9 @@ struct DiffQuery {
     to: String,
 }
 
-fn refs(packages: Vec<AptPackage>) -> Result<Vec<PackageRef>, AptError> {
-    packages
-        .into_iter()
-        .map(|p| {
-            Ok(PackageRef {
-                version: p.version.parse().map_err(|e| {
-                    AptError::internal(format!("stored version of {}: {e}", p.name))
-                })?,
-                name: p.name,
-                architecture: p.architecture,
-            })
-        })
-        .collect()
-}
-
 async fn diff_snapshots_apt(
     State(apt): State<AptService>,
     Query(q): Query<DiffQuery>,
 ) -> Result<Response, AptError> {
-    let from = refs(apt.meta().apt_snapshot_packages(&q.from).await?)?;
-    let to = refs(apt.meta().apt_snapshot_packages(&q.to).await?)?;
-    let d: PackageDiff = diff(&from, &to);
-    Ok(Json(d).into_response())
+    Ok(Json(apt.snapshot_diff(&q.from, &q.to).await?).into_response())
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use pinfold_apt::diff::{diff, PackageDiff, PackageRef};
 use pinfold_apt::index::{self, PackageEntry, Release, ReleaseEntry};
 use pinfold_apt::{read_deb, FileDigests, Paragraph, SigningKey};
 use pinfold_meta::{
@@ -288,6 +289,17 @@ impl AptService {
             }
         }
         Ok(listings)
+    }
+
+    /// What changed from snapshot `from` to snapshot `to`, as apt sees it (one version per
+    /// name and architecture).
+    ///
+    /// # Errors
+    /// An unknown snapshot (404); the metadata's errors.
+    pub async fn snapshot_diff(&self, from: &str, to: &str) -> Result<PackageDiff, AptError> {
+        let from = package_refs(self.meta().apt_snapshot_packages(from).await?)?;
+        let to = package_refs(self.meta().apt_snapshot_packages(to).await?)?;
+        Ok(diff(&from, &to))
     }
 
     /// Size and hashes of a stored blob (for `X-Checksum-Deploy`), or `None` when no blob
@@ -620,4 +632,19 @@ pub(crate) fn build_indices(
     files.push(("Release.gpg".into(), Bytes::from(release_gpg)));
     files.push(("Release".into(), Bytes::from(release)));
     Ok(files)
+}
+
+fn package_refs(packages: Vec<AptPackage>) -> Result<Vec<PackageRef>, AptError> {
+    packages
+        .into_iter()
+        .map(|p| {
+            Ok(PackageRef {
+                version: p.version.parse().map_err(|e| {
+                    AptError::internal(format!("stored version of {}: {e}", p.name))
+                })?,
+                name: p.name,
+                architecture: p.architecture,
+            })
+        })
+        .collect()
 }

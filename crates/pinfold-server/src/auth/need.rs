@@ -13,7 +13,7 @@
 //! | `POST /api/v1/repositories/<name>/tags/<tag>/promote` | promote on `<name>` |
 //! | `/api/v1/tokens*` | any user (the handler allows own tokens, or admin) |
 //! | `GET /api/v1/apt/*` | global pull |
-//! | `GET /`, `GET /ui/drift` (web UI) | global pull |
+//! | `GET /`, `GET /ui/drift`, `GET /ui/apt*` (web UI) | global pull |
 //! | `GET /ui/repositories/<name>`, `GET /ui/history/<name>/tags/<tag>` | pull on `<name>` |
 //! | other `/api/v1/*` (upstreams, workers, audit, gc, APT management, ...) | global admin |
 //! | `GET /apt/<prefix>/...`, `GET /artifactory/<repo>/...` | pull on `apt/<prefix>` |
@@ -194,7 +194,7 @@ fn ui_need(path: &str) -> Option<Need> {
             Surface::Api,
         )
     };
-    if path == "/" || path == "/ui/drift" {
+    if path == "/" || path == "/ui/drift" || path == "/ui/apt" || path.starts_with("/ui/apt/") {
         return Some(Need::new(Requirement::Global(Action::Pull), Surface::Api));
     }
     if let Some(repo) = path.strip_prefix("/ui/repositories/") {
@@ -294,6 +294,11 @@ mod tests {
                 Method::GET,
                 "/ui/history/a/tags/b/tags/v1",
                 Repo("a/tags/b".into(), Action::Pull),
+            ),
+            (
+                Method::GET,
+                "/ui/apt/diff?from=a&to=b",
+                Global(Action::Pull),
             ),
             (Method::GET, "/ui/nothing-here", Open),
             (

@@ -1,8 +1,9 @@
 //! The web UI at `/` and `/ui/`: read-only HTML pages over what the JSON API serves, for a
-//! person with a browser — the repositories, a repository's tags, a tag's journal, and the
-//! drift events. No JavaScript; every value is escaped by `maud`. Access is checked by the auth
+//! person with a browser — the repositories, a repository's tags, a tag's journal, the
+//! drift events, and the APT repositories, snapshots, publications and snapshot diffs. No JavaScript; every value is escaped by `maud`. Access is checked by the auth
 //! middleware like the API's reads (`auth/need.rs`), with a Basic challenge a browser answers.
 
+mod apt;
 mod page;
 
 use axum::extract::{Path, Query, State};
@@ -29,6 +30,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/repositories/{*name}", get(repository))
         .route("/ui/history/{*path}", get(history))
         .route("/ui/drift", get(drift))
+        .route("/ui/apt", get(apt::overview))
+        .route("/ui/apt/diff", get(apt::diff))
 }
 
 /// `?last=` of a name-ordered list: the page after that name.

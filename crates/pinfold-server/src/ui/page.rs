@@ -39,6 +39,7 @@ fn html_response(status: StatusCode, title: &str, body: Markup) -> Response {
                     b { a href="/" { "Pinfold" } }
                     a href="/" { "Repositories" }
                     a href="/ui/drift" { "Drift" }
+                    a href="/ui/apt" { "APT" }
                 }
                 h1 { (title) }
                 (body)

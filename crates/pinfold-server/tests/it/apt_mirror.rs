@@ -228,6 +228,45 @@ async fn apt_mirror_snapshot_publish_diff_promote_story2() {
         json!({"added": [], "removed": [], "downgraded": [],
                "upgraded": [{"name": "containerd.io", "architecture": "amd64", "from": "1.2.13-1", "to": "1.2.13-2"}]})
     );
+    // The web UI says the same to a person: the publication still shows docker-1, the new
+    // snapshot links what changed since docker-1, and that page names the upgrade.
+    let page = server.get_text("/ui/apt").await;
+    for shown in [
+        "snapshot <b>docker-1</b> (frozen)",
+        r#"href="/ui/apt/diff?from=docker-1&amp;to=docker-2">since docker-1</a>"#,
+        "<td>docker stable</td>",
+    ] {
+        assert!(page.contains(shown), "{shown:?} not on /ui/apt:\n{page}");
+    }
+    let page = server
+        .get_text("/ui/apt/diff?from=docker-1&to=docker-2")
+        .await;
+    assert!(
+        page.contains("<h2>Upgraded (1)</h2>")
+            && page.contains(
+                "<td><b>containerd.io</b></td><td>amd64</td><td>1.2.13-1</td><td>1.2.13-2</td>"
+            )
+            && !page.contains("Added")
+            && !page.contains("Removed"),
+        "{page}"
+    );
+    let missing = server
+        .get("/ui/apt/diff?from=docker-1&to=docker-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing
+        .text()
+        .await
+        .unwrap()
+        .contains("no snapshot docker-9"));
+    let unnamed = server
+        .get("/ui/apt/diff?from=docker-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unnamed.status(), StatusCode::BAD_REQUEST);
 
     // Promotion: switch the publication; hosts get -2, byte for byte.
     json_ok(
@@ -250,6 +289,8 @@ async fn apt_mirror_snapshot_publish_diff_promote_story2() {
         installs(&apt, &apt_get).await.contains("(1.2.13-2"),
         "after promotion"
     );
+    let page = server.get_text("/ui/apt").await;
+    assert!(page.contains("snapshot <b>docker-2</b> (frozen)"), "{page}");
     let downloads = tmp.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     let (ok, out, err) = apt

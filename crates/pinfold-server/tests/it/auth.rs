@@ -112,6 +112,8 @@ fn endpoints(image: &Image) -> Vec<(Method, String, Option<Vec<u8>>)> {
         (Method::GET, "/ui/repositories/team/app".into(), None),
         (Method::GET, "/ui/history/team/app/tags/v1".into(), None),
         (Method::GET, "/ui/drift".into(), None),
+        (Method::GET, "/ui/apt".into(), None),
+        (Method::GET, "/ui/apt/diff?from=a&to=b".into(), None),
     ]
 }
 
@@ -269,7 +271,8 @@ async fn every_endpoint_refuses_missing_wrong_and_small_credentials_and_changes_
                 && !path.contains("/tokens"))
             || path.starts_with("/artifactory/")
             || path == "/"
-            || path == "/ui/drift";
+            || path == "/ui/drift"
+            || path.starts_with("/ui/apt");
         if !too_small {
             continue;
         }

@@ -1,7 +1,8 @@
 //! The web UI (`/`, `/ui/...`): what a person browsing would check — the repositories, a
 //! repository's tags and what they point to, a tag's journal newest first, pages of 100, HTML
 //! error pages, and headers that keep the browser from running anything. Drift events on the
-//! page are checked in mirror.rs's drift story; access control in auth.rs.
+//! page are checked in mirror.rs's drift story, the APT pages in apt_mirror.rs's story 2;
+//! access control in auth.rs.
 
 use reqwest::StatusCode;
 
@@ -176,4 +177,18 @@ async fn bad_and_unknown_pages_are_html_errors_and_change_nothing() {
         server.get_json("/v2/team/app/tags/list").await["tags"],
         serde_json::json!(["v1"])
     );
+}
+
+#[tokio::test]
+async fn the_apt_page_says_how_to_begin_when_there_is_nothing() {
+    let server = TestServer::start().await;
+    let (status, html) = page(&server, "/ui/apt").await;
+    assert_eq!(status, StatusCode::OK);
+    for says in [
+        "None yet: publish a snapshot",
+        "None yet: freeze a repository distribution",
+        "None yet: create one",
+    ] {
+        assert!(html.contains(says), "{says:?}:\n{html}");
+    }
 }
