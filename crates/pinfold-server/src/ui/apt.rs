@@ -3,14 +3,14 @@
 //! snapshot diff — story 2: a package reaches hosts only when someone switches a publication,
 //! and the diff shows what that switch brings.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use maud::{html, Markup};
 use pinfold_apt::diff::{PackageRef, VersionChange};
 use pinfold_meta::{AptPublishSource, AptSnapshot};
 use serde::Deserialize;
 
-use super::page::{page, time_cell, UiError};
+use super::page::{page, time_cell, UiError, UiQuery};
 use crate::apt::AptService;
 
 /// `GET /ui/apt`: repositories, snapshots and publications.
@@ -144,7 +144,7 @@ pub(super) struct DiffQuery {
 /// snapshot to the other changes for apt.
 pub(super) async fn diff(
     State(apt): State<AptService>,
-    Query(query): Query<DiffQuery>,
+    UiQuery(query): UiQuery<DiffQuery>,
 ) -> Result<Response, UiError> {
     let (Some(from), Some(to)) = (query.from, query.to) else {
         return Err(UiError::bad_request(

@@ -6,7 +6,7 @@
 mod apt;
 mod page;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::routing::get;
@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::registry::Registry;
 use crate::AppState;
-use page::{page, time_cell, UiError};
+use page::{page, time_cell, UiError, UiQuery};
 
 /// Rows on one page of a list.
 const PAGE: u32 = 100;
@@ -43,7 +43,7 @@ pub struct AfterName {
 /// `GET /`: the repositories, by name, a page at a time, and how many drift events are open.
 async fn repositories(
     State(registry): State<Registry>,
-    Query(query): Query<AfterName>,
+    UiQuery(query): UiQuery<AfterName>,
 ) -> Result<Response, UiError> {
     let names = registry
         .meta()
@@ -96,7 +96,7 @@ async fn repository(
     State(registry): State<Registry>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Query(query): Query<AfterName>,
+    UiQuery(query): UiQuery<AfterName>,
 ) -> Result<Response, UiError> {
     let repo: RepoName = name
         .parse()
@@ -230,7 +230,7 @@ pub struct DriftQuery {
 /// what changed when the inspect library explained it.
 async fn drift(
     State(registry): State<Registry>,
-    Query(query): Query<DriftQuery>,
+    UiQuery(query): UiQuery<DriftQuery>,
 ) -> Result<Response, UiError> {
     let events = registry
         .meta()

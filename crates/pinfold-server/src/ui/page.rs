@@ -1,9 +1,12 @@
 //! The page shell every UI page shares, its error pages, and the headers that keep a browser
 //! from running or loading anything the page did not mean to.
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
+use serde::de::DeserializeOwned;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -107,5 +110,20 @@ impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error").to_owned();
         html_response(self.status, &title, html! { p { (self.message) } })
+    }
+}
+
+/// axum's `Query`, refused (a bad `?before=`, say) with an HTML 400 page like every other UI
+/// error rather than a plain-text one.
+pub(super) struct UiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for UiQuery<T> {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, UiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(query)| UiQuery(query))
+            .map_err(|rejection| UiError::bad_request(rejection.body_text()))
     }
 }

@@ -161,6 +161,16 @@ async fn bad_and_unknown_pages_are_html_errors_and_change_nothing() {
             StatusCode::NOT_FOUND,
             "no such page",
         ),
+        (
+            "/ui/drift?before=yesterday",
+            StatusCode::BAD_REQUEST,
+            "before: invalid digit",
+        ),
+        (
+            "/ui/drift?all=maybe",
+            StatusCode::BAD_REQUEST,
+            "all: provided string was not",
+        ),
     ] {
         let (got, html) = page(&server, path).await;
         assert_eq!(got, status, "{path}");
