@@ -20,7 +20,7 @@ header{display:flex;gap:1.5rem;align-items:baseline;border-bottom:1px solid #ccc
 header b{font-size:1.15rem}a{color:#0a58ca;text-decoration:none}a:hover{text-decoration:underline}\
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;\
 border-bottom:1px solid #eee;vertical-align:top}th{background:#f6f6f6}\
-code{font-size:.85em;word-break:break-all}td.num{text-align:right}";
+code{font-size:.85em;word-break:break-all}td.num{text-align:right}time{white-space:nowrap}";
 
 /// A whole page titled `title` around `body`, answered 200.
 pub(super) fn page(title: &str, body: Markup) -> Response {
