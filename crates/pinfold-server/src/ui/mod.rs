@@ -56,9 +56,6 @@ async fn repositories(
         .await
         .map_err(UiError::internal)?
         .len();
-    let next = (names.len() == PAGE as usize)
-        .then(|| names.last().map(|n| format!("/?last={n}")))
-        .flatten();
     Ok(page(
         "Repositories",
         html! {
@@ -86,7 +83,7 @@ async fn repositories(
                     }
                 }
             }
-            (next_link(next))
+            (next_link(&names, |n| format!("/?last={n}")))
         },
     ))
 }
@@ -121,12 +118,6 @@ async fn repository(
             .map_err(UiError::internal)?;
         rows.push((tag, manifest));
     }
-    let next = (tags.len() == PAGE as usize)
-        .then(|| {
-            tags.last()
-                .map(|t| format!("/ui/repositories/{repo}?last={t}"))
-        })
-        .flatten();
     Ok(page(
         repo.as_str(),
         html! {
@@ -155,7 +146,7 @@ async fn repository(
                     }
                 }
             }
-            (next_link(next))
+            (next_link(&tags, |t| format!("/ui/repositories/{repo}?last={t}")))
         },
     ))
 }
@@ -237,13 +228,6 @@ async fn drift(
         .drift_events(!query.all, query.before, PAGE)
         .await
         .map_err(UiError::internal)?;
-    let next = (events.len() == PAGE as usize)
-        .then(|| {
-            events
-                .last()
-                .map(|e| format!("/ui/drift?all={}&before={}", query.all, e.id))
-        })
-        .flatten();
     Ok(page(
         if query.all {
             "Drift events"
@@ -267,7 +251,7 @@ async fn drift(
                     tbody { @for event in &events { (drift_row(event)) } }
                 }
             }
-            (next_link(next))
+            (next_link(&events, |e| format!("/ui/drift?all={}&before={}", query.all, e.id)))
         },
     ))
 }
@@ -303,8 +287,12 @@ fn drift_row(event: &DriftEvent) -> Markup {
     }
 }
 
-/// A "Next page" link, when there is one.
-fn next_link(next: Option<String>) -> Markup {
+/// A "Next page" link to `href(last row)` when `rows` filled a whole page.
+fn next_link<T>(rows: &[T], href: impl FnOnce(&T) -> String) -> Markup {
+    let next = rows
+        .last()
+        .filter(|_| rows.len() == PAGE as usize)
+        .map(href);
     html! {
         @if let Some(href) = next { p { a href=(href) { "Next page →" } } }
     }

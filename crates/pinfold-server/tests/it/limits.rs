@@ -42,28 +42,36 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
     buf
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn headers_sent_too_slowly_get_the_connection_closed() {
-    let server = TestServer::start_with(|cfg| cfg.header_read_timeout_seconds = 1).await;
+/// Connects, sends `sent`, and checks the server closes the connection no sooner than its 1 s
+/// header read timeout: closed, or answered 408 and closed, never a 2xx for an incomplete
+/// request.
+async fn assert_closed_by_the_1s_header_timeout(server: &TestServer, what: &str, sent: &[u8]) {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    // Slowloris: a request line and one header, then nothing.
-    stream
-        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        .await
-        .unwrap();
+    stream.write_all(sent).await.unwrap();
     let started = Instant::now();
     let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(900),
-        "closed after {waited:?}, before the 1 s header timeout"
+        "{what}: closed after {waited:?}, before the 1 s header timeout"
     );
-    // Closed, or answered 408 and closed: never a 2xx for an incomplete request.
     let text = String::from_utf8_lossy(&answer);
     assert!(
         answer.is_empty() || text.starts_with("HTTP/1.1 408"),
-        "unexpected answer to an incomplete head: {text:?}"
+        "{what}: unexpected answer: {text:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_sent_too_slowly_get_the_connection_closed() {
+    let server = TestServer::start_with(|cfg| cfg.header_read_timeout_seconds = 1).await;
+    // Slowloris: a request line and one header, then nothing.
+    assert_closed_by_the_1s_header_timeout(
+        &server,
+        "an incomplete head",
+        b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+    )
+    .await;
     // Other clients are served meanwhile and after. A new client: the harness's pooled
     // connection sat idle past the 1 s header timeout too, and the server closed it.
     let resp = reqwest::Client::new()
@@ -84,20 +92,7 @@ async fn connections_that_send_nothing_or_half_a_preface_are_closed() {
         ("nothing", &b""[..]),
         ("half the HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
     ] {
-        let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        stream.write_all(sent).await.unwrap();
-        let started = Instant::now();
-        let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(900),
-            "{what}: closed after {waited:?}, before the 1 s header timeout"
-        );
-        let text = String::from_utf8_lossy(&answer);
-        assert!(
-            answer.is_empty() || text.starts_with("HTTP/1.1 408"),
-            "{what}: unexpected answer: {text:?}"
-        );
+        assert_closed_by_the_1s_header_timeout(&server, what, sent).await;
     }
     let resp = reqwest::Client::new()
         .get(server.url("/v2/"))
