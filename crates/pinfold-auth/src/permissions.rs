@@ -237,6 +237,16 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
+/// Whether every name `inner` matches is matched by `outer` too (both globs as
+/// [`glob_match`] reads them). `outer` is matched against the text of `inner` with its `*`s
+/// taken as ordinary characters: `outer`'s literal parts can only match `inner`'s literal
+/// characters, so each `*` of `inner` falls inside a `*` of `outer`, which matches whatever it
+/// stands for. Sound, and exact for the globs people write (`team/*` within `team/*` or `*`);
+/// a containment it cannot see is refused, never wrongly allowed.
+pub fn glob_contains(outer: &str, inner: &str) -> bool {
+    glob_match(outer, inner)
+}
+
 /// Who is asking, once their credentials were checked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Principal {
@@ -333,6 +343,54 @@ impl Authorizer {
             .any(|rule| self.rule_grants(rule, principal, action))
     }
 
+    /// The entries of `wanted` that `principal` may not hand on to a credential it creates,
+    /// as scope texts (`repository:other/*:push`); empty when everything may be. An action on a
+    /// glob may be handed on when one permission rule granting it to `principal` covers the
+    /// whole glob **and**, if `principal` came with a limit, one entry of the limit does too:
+    /// a derived credential never exceeds the one that created it.
+    pub fn refused_in(&self, principal: &Principal, wanted: &Scope) -> Vec<String> {
+        let mut refused = Vec::new();
+        for (target, actions) in &wanted.entries {
+            match target {
+                ScopeTarget::Catalog => {
+                    if !self.allowed_global(principal, Action::Pull) {
+                        refused.push("registry:catalog:*".to_owned());
+                    }
+                }
+                ScopeTarget::Repository(glob) => {
+                    // `admin` stands for every action: ask about it alone.
+                    let asked: Vec<Action> = if actions.allows(Action::Admin) {
+                        vec![Action::Admin]
+                    } else {
+                        actions.iter().collect()
+                    };
+                    for action in asked {
+                        if !self.covers(principal, glob, action) {
+                            refused.push(format!("repository:{glob}:{}", action.as_str()));
+                        }
+                    }
+                }
+            }
+        }
+        refused
+    }
+
+    /// Whether `action` on every repository `glob` matches is allowed to `principal`.
+    fn covers(&self, principal: &Principal, glob: &str, action: Action) -> bool {
+        let within_limit = principal.limit.as_ref().is_none_or(|limit| {
+            limit.entries.iter().any(|(target, actions)| match target {
+                ScopeTarget::Repository(outer) => {
+                    glob_contains(outer, glob) && actions.allows(action)
+                }
+                ScopeTarget::Catalog => false,
+            })
+        });
+        within_limit
+            && self.rules.iter().any(|rule| {
+                glob_contains(&rule.repositories, glob) && self.rule_grants(rule, principal, action)
+            })
+    }
+
     /// The subset of `wanted` that `principal` may do on `repo`.
     pub fn granted(&self, principal: &Principal, repo: &str, wanted: Actions) -> Actions {
         wanted
@@ -364,6 +422,86 @@ mod tests {
         ] {
             assert_eq!(glob_match(glob, name), expect, "{glob} vs {name}");
         }
+    }
+
+    #[test]
+    fn glob_containment() {
+        for (outer, inner, expect) in [
+            ("team/*", "team/*", true),
+            ("team/*", "team/app", true),
+            ("team/*", "team/a/*", true),
+            ("*", "team/*", true),
+            ("*", "*", true),
+            ("team/*", "*", false),
+            ("team/*", "te*", false),
+            ("team/app", "team/*", false),
+            ("*/base", "x/*/base", true),
+            ("*/base", "x/*", false),
+            ("a*c", "ab*c", true),
+            ("a*c", "a*", false),
+        ] {
+            assert_eq!(glob_contains(outer, inner), expect, "{outer} ⊇ {inner}");
+        }
+    }
+
+    #[test]
+    fn derived_scopes_stay_within_rules_and_limit() {
+        let a = rules();
+        let alice = Principal {
+            user: Some("alice".into()),
+            ..Principal::default()
+        };
+        let scope = |s: &str| s.parse::<Scope>().unwrap();
+        assert!(a
+            .refused_in(&alice, &scope("repository:team/*:pull,push"))
+            .is_empty());
+        assert!(a
+            .refused_in(&alice, &scope("repository:team/app:pull"))
+            .is_empty());
+        assert_eq!(
+            a.refused_in(&alice, &scope("repository:*:pull,push")),
+            ["repository:*:pull", "repository:*:push"]
+        );
+        assert_eq!(
+            a.refused_in(&alice, &scope("repository:team/app:delete")),
+            ["repository:team/app:delete"]
+        );
+        assert_eq!(
+            a.refused_in(&alice, &scope("repository:team/app:*")),
+            ["repository:team/app:admin"]
+        );
+        assert_eq!(
+            a.refused_in(&alice, &scope("registry:catalog:*")),
+            ["registry:catalog:*"]
+        );
+        // Anonymous pull is everyone's, and so may be handed on.
+        assert!(a
+            .refused_in(&alice, &scope("repository:public/x:pull"))
+            .is_empty());
+        // A limited credential of an admin hands on only what its limit allows.
+        let carol = Principal {
+            user: Some("carol".into()),
+            groups: a.groups_of("carol"),
+            limit: Some(scope("repository:team/app:pull")),
+        };
+        assert!(a
+            .refused_in(&carol, &scope("repository:team/app:pull"))
+            .is_empty());
+        assert_eq!(
+            a.refused_in(&carol, &scope("repository:*:admin")),
+            ["repository:*:admin"]
+        );
+        assert_eq!(
+            a.refused_in(&carol, &scope("repository:team/*:pull")),
+            ["repository:team/*:pull"]
+        );
+        let unlimited = Principal {
+            limit: None,
+            ..carol
+        };
+        assert!(a
+            .refused_in(&unlimited, &scope("repository:*:admin registry:catalog:*"))
+            .is_empty());
     }
 
     #[test]

@@ -1128,4 +1128,26 @@ impl Meta {
         row.map(|(sha, size)| Ok((sha, columns::size_from_db(size)?)))
             .transpose()
     }
+
+    /// The names of the APT repositories that list a package file with SHA-256 `sha256`
+    /// (lower-case hex), in name order, at most `limit`: who holds the bytes an
+    /// `X-Checksum-Deploy` would reuse, so the server can check the caller may read one.
+    ///
+    /// # Errors
+    /// [`MetaError::Database`].
+    pub async fn apt_repos_with_file(
+        &self,
+        sha256: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, MetaError> {
+        let names: Vec<String> = on_engine!(self, |db| sqlx::query_scalar(
+            "SELECT DISTINCT r.name FROM apt_packages p JOIN apt_repos r ON r.id = p.repo_id \
+             WHERE p.sha256 = $1 ORDER BY r.name LIMIT $2"
+        )
+        .bind(sha256)
+        .bind(i64::from(limit))
+        .fetch_all(&db.readers)
+        .await?);
+        Ok(names)
+    }
 }

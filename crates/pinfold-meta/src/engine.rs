@@ -98,9 +98,18 @@ pub(crate) trait Dialect {
     /// collection never waits for a reference lock, so it cannot deadlock with pushes that
     /// lock several references.
     async fn try_lock_reference(&mut self, repo_id: i64, digest: &str) -> Result<bool, MetaError>;
+
+    /// Serialises transactions that count and then add rows of one `key` (a caller's upload
+    /// sessions), until the transaction ends, so that a cap checked by counting holds.
+    async fn lock_count(&mut self, key: &str) -> Result<(), MetaError>;
 }
 
 impl Dialect for SqliteConnection {
+    async fn lock_count(&mut self, _key: &str) -> Result<(), MetaError> {
+        // The single writer serialises every write transaction.
+        Ok(())
+    }
+
     async fn lock_tag(&mut self, _repo: &str, _tag: &str) -> Result<(), MetaError> {
         // `BEGIN IMMEDIATE` on the single writer connection already holds the database's only
         // write lock.
@@ -122,6 +131,14 @@ impl Dialect for SqliteConnection {
 }
 
 impl Dialect for PgConnection {
+    async fn lock_count(&mut self, key: &str) -> Result<(), MetaError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('count:' || $1, 0))")
+            .bind(key)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+
     async fn lock_tag(&mut self, repo: &str, tag: &str) -> Result<(), MetaError> {
         // A 64-bit hash of "repo:tag"; a collision only makes two unrelated moves wait for
         // each other. Released at COMMIT or ROLLBACK.

@@ -79,6 +79,14 @@ pub enum MetaError {
         /// The digest it was not moved to.
         refused: String,
     },
+    /// The caller already has as many open upload sessions as allowed.
+    #[error("{owner} already has {limit} open upload sessions")]
+    TooManyUploads {
+        /// `user:<name>` or `addr:<client address>`.
+        owner: String,
+        /// The cap.
+        limit: u32,
+    },
     /// An upload session with this id is already recorded.
     #[error("upload session {0:?} already exists")]
     UploadExists(String),

@@ -4,7 +4,7 @@
 use pinfold_oci::RepoName;
 use time::OffsetDateTime;
 
-use crate::engine::on_engine;
+use crate::engine::{on_engine, Dialect};
 use crate::repositories::RepoQueries;
 use crate::{columns, Meta, MetaError, UploadRecord};
 
@@ -18,22 +18,45 @@ fn record(row: (String, String, i64)) -> Result<UploadRecord, MetaError> {
 }
 
 impl Meta {
-    /// Records a new upload session for `repo` (creating the repository if needed).
+    /// Records a new upload session for `repo` opened by `owner` (creating the repository if
+    /// needed), unless `owner` already has `max_per_owner` sessions open. The count and the
+    /// insert are one transaction, serialised per owner on both engines, so the cap holds
+    /// under concurrent requests.
     ///
     /// # Errors
     ///
-    /// [`MetaError::UploadExists`] if `id` is already recorded, [`MetaError::Database`].
-    pub async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<(), MetaError> {
+    /// [`MetaError::TooManyUploads`] at the cap, [`MetaError::UploadExists`] if `id` is
+    /// already recorded, [`MetaError::Database`].
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        owner: &str,
+        max_per_owner: u32,
+    ) -> Result<(), MetaError> {
         on_engine!(self, |db| {
             let mut tx = db.write().await?;
+            tx.lock_count(owner).await?;
+            let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM uploads WHERE owner = $1")
+                .bind(owner)
+                .fetch_one(&mut *tx)
+                .await?;
+            if open >= i64::from(max_per_owner) {
+                return Err(MetaError::TooManyUploads {
+                    owner: owner.to_owned(),
+                    limit: max_per_owner,
+                });
+            }
             let repo_id = tx.ensure_repo(repo).await?;
-            let inserted =
-                sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(repo_id)
-                    .bind(columns::now_micros())
-                    .execute(&mut *tx)
-                    .await;
+            let inserted = sqlx::query(
+                "INSERT INTO uploads (id, repo_id, created_at, owner) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(repo_id)
+            .bind(columns::now_micros())
+            .bind(owner)
+            .execute(&mut *tx)
+            .await;
             match inserted {
                 Ok(_) => {}
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
-use pinfold_oci::Digest;
+use pinfold_oci::{Digest, RepoName};
 use tokio::sync::watch;
 
 /// How far a fetch has come.
@@ -83,11 +83,39 @@ impl FetchFailure {
 /// One blob being fetched.
 #[derive(Debug)]
 pub(crate) struct Fetch {
+    /// The mirrored repository the fetch was started for: its upstream is the one asked.
+    repo: RepoName,
     progress: watch::Receiver<Progress>,
     received: Arc<Mutex<Received>>,
 }
 
 impl Fetch {
+    /// The mirrored repository the fetch was started for. A request for another repository
+    /// follows it only once its own upstream confirmed the blob (issue 16: the fetch's
+    /// upstream may be one the other repository's callers may not read).
+    pub(crate) fn repo(&self) -> &RepoName {
+        &self.repo
+    }
+
+    /// Says whether the fetch stored the blob (verified, durable, and linked into
+    /// [`Fetch::repo`]), waiting (at most `wait`) for the end of a fetch that has verified the
+    /// digest already; one that has not is `false` at once.
+    pub(crate) async fn stored(&self, wait: Duration) -> bool {
+        let mut rx = self.progress.clone();
+        if !matches!(
+            *rx.borrow_and_update(),
+            Progress::Verified { .. } | Progress::Done { .. }
+        ) {
+            return false;
+        }
+        let ended = rx.wait_for(|p| matches!(p, Progress::Done { .. } | Progress::Failed(_)));
+        let done = match tokio::time::timeout(wait, ended).await {
+            Ok(Ok(progress)) => matches!(*progress, Progress::Done { .. }),
+            Ok(Err(_)) | Err(_) => false,
+        };
+        done
+    }
+
     /// Waits until the fetch knows the blob's size (or failed), then returns a stream of the
     /// whole blob that follows the fetch.
     pub(crate) async fn tail(&self, wait: Duration) -> Result<(u64, Tail), FetchFailure> {
@@ -125,7 +153,7 @@ impl Fetch {
     }
 }
 
-/// The fetches in flight, by digest.
+/// The fetches in flight, by digest (one per digest whichever repository asked first).
 #[derive(Debug, Default)]
 pub(crate) struct Fetches {
     in_flight: Mutex<HashMap<Digest, Arc<Fetch>>>,
@@ -190,8 +218,10 @@ impl Drop for Reporter {
 }
 
 impl Fetches {
-    /// Joins the fetch of `digest`, or registers a new one that the caller then runs.
-    pub(crate) fn join(self: &Arc<Self>, digest: &Digest) -> Joined {
+    /// Joins the fetch of `digest`, or registers a new one for `repo` that the caller then
+    /// runs. An existing fetch may have been started for another repository
+    /// ([`Fetch::repo`]): the caller decides whether it may follow it.
+    pub(crate) fn join(self: &Arc<Self>, digest: &Digest, repo: &RepoName) -> Joined {
         let mut map = self.in_flight.lock();
         if let Some(existing) = map.get(digest) {
             return Joined::Existing(Arc::clone(existing));
@@ -199,6 +229,7 @@ impl Fetches {
         let (tx, rx) = watch::channel(Progress::Connecting);
         let received = Arc::new(Mutex::new(Received::default()));
         let fetch = Arc::new(Fetch {
+            repo: repo.clone(),
             progress: rx,
             received: Arc::clone(&received),
         });
@@ -449,6 +480,54 @@ mod tests {
         assert!(matches!(received.at(start, total), Lookup::Memory(b) if b.len() == piece));
         // One wake-up per chunk here: each is larger than NOTIFY_BYTES.
         assert_eq!(wakes, RECENT_BYTES / piece + 8);
+    }
+
+    /// Issue 16: a fetch remembers the repository it was started for, whoever joins it, and
+    /// says it stored the blob only once it is done; it waits only for one past the digest
+    /// check.
+    #[tokio::test]
+    async fn fetches_know_their_repository_and_whether_they_stored() {
+        let fetches = Arc::new(Fetches::default());
+        let digest = Digest::sha256(b"blob");
+        let first: RepoName = "up/org/app".parse().unwrap();
+        let other: RepoName = "up/org/other".parse().unwrap();
+        let Joined::Started(fetch, reporter) = fetches.join(&digest, &first) else {
+            panic!("nothing was in flight");
+        };
+        let Joined::Existing(joined) = fetches.join(&digest, &other) else {
+            panic!("the fetch is in flight");
+        };
+        assert_eq!((fetch.repo(), joined.repo()), (&first, &first));
+        // Not past the digest check: false at once (a wait would outlast the test's timeout).
+        let forever = Duration::from_secs(3600);
+        assert!(!fetch.stored(forever).await);
+        reporter.report(Progress::Verified {
+            path: "f".into(),
+            size: 4,
+        });
+        let finishing = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            reporter.report(Progress::Done {
+                path: "f".into(),
+                size: 4,
+            });
+            reporter
+        });
+        assert!(joined.stored(forever).await);
+        drop(finishing.await.unwrap());
+        assert_eq!(fetches.len(), 0);
+
+        // Verified, then abandoned (the store's rename failed): not stored.
+        let Joined::Started(fetch, reporter) = fetches.join(&digest, &other) else {
+            panic!("the last fetch ended");
+        };
+        assert_eq!(fetch.repo(), &other);
+        reporter.report(Progress::Verified {
+            path: "f".into(),
+            size: 4,
+        });
+        drop(reporter);
+        assert!(!fetch.stored(forever).await);
     }
 
     #[test]

@@ -757,14 +757,29 @@ impl Mirror {
         Ok(pass)
     }
 
-    /// Makes `digest` of the mirrored `repo` servable: already stored (linked now if need
-    /// be), or being fetched from the upstream by exactly one request however many clients
-    /// ask at once, each of them streaming the bytes as they arrive.
+    /// Makes `digest` of the mirrored `repo` servable: already linked into `repo`, stored and
+    /// confirmed by the upstream (linked now), or being fetched from the upstream by exactly
+    /// one request however many clients ask at once, each of them streaming the bytes as they
+    /// arrive.
+    ///
+    /// A blob not yet linked into `repo` is served on the word of `repo`'s own upstream only
+    /// (issue 16): bytes the store already holds (pushed into any repository, private ones
+    /// too, or fetched for another upstream) are linked and served once a HEAD of
+    /// `<remote>@<digest>` upstream, holding one of its request slots, answers with the
+    /// stored size; and a request follows a fetch started for another repository only after
+    /// the same HEAD. Otherwise anyone who may pull a mirrored name could read any stored
+    /// blob by its digest, or tell which digests are stored. When that upstream says 404 the
+    /// answer is [`MirrorError::NotFound`], exactly as for a digest stored nowhere; when it
+    /// cannot be asked, its error: never local bytes instead. Requests for the same
+    /// repository follow one fetch without asking (one upstream GET however many clients),
+    /// and a blob already linked into `repo` is served without any upstream request.
     ///
     /// # Errors
     ///
-    /// [`MirrorError::NotFound`] when the upstream does not have it; [`MirrorError::FetchFailed`]
-    /// when the upstream fetch fails before streaming starts; metadata and store errors.
+    /// [`MirrorError::NotFound`] when the upstream does not have it; [`MirrorError::Upstream`]
+    /// or [`MirrorError::Busy`] when the upstream cannot be asked; [`MirrorError::FetchFailed`]
+    /// when the upstream fetch fails before streaming starts, or the upstream's size is not
+    /// the blob's; metadata and store errors.
     pub async fn blob(
         &self,
         route: &Route,
@@ -775,12 +790,22 @@ impl Mirror {
             return Ok(PulledBlob::Stored);
         }
         if let Some(size) = self.store().blob_size(digest).await? {
-            // Content addressing: the bytes are the ones the upstream would send.
+            let upstream_size = self.upstream_blob_size(route, digest).await?;
+            check_upstream_size(digest, upstream_size, size)?;
+            // Content addressing: the upstream's blob is these bytes.
             self.meta().link_blob(repo, digest, size).await?;
             return Ok(PulledBlob::Stored);
         }
-        let fetch = match self.inner.fetches.join(digest) {
-            Joined::Existing(fetch) => fetch,
+        // The upstream's size, once asked: a fetch for another repository is followed only
+        // on this repository's upstream's word.
+        let mut confirmed = None;
+        let fetch = match self.inner.fetches.join(digest, repo) {
+            Joined::Existing(fetch) => {
+                if fetch.repo() != repo {
+                    confirmed = Some(self.upstream_blob_size(route, digest).await?);
+                }
+                fetch
+            }
             Joined::Started(fetch, reporter) => {
                 // Its own task: a client hanging up must not cancel the others' fetch.
                 let this = self.clone();
@@ -792,14 +817,16 @@ impl Mirror {
         // The fetch may first wait for a request slot, then for the upstream's answer.
         let wait = Duration::from_secs(self.inner.settings.upstream_timeout_seconds.max(1)) * 2;
         match fetch.tail(wait).await {
-            Ok((size, tail)) => Ok(PulledBlob::Streaming {
-                size,
-                stream: tail.into_stream().boxed(),
-            }),
-            Err(FetchFailure { missing: true, .. }) => Err(MirrorError::NotFound {
-                upstream: route.upstream.name().to_owned(),
-                what: format!("{}@{digest}", route.remote),
-            }),
+            Ok((size, tail)) => {
+                if let Some(upstream_size) = confirmed {
+                    check_upstream_size(digest, upstream_size, size)?;
+                }
+                Ok(PulledBlob::Streaming {
+                    size,
+                    stream: tail.into_stream().boxed(),
+                })
+            }
+            Err(FetchFailure { missing: true, .. }) => Err(not_upstream(route, digest)),
             Err(FetchFailure { busy: true, .. }) => Err(MirrorError::Busy {
                 upstream: route.upstream.name().to_owned(),
                 limit: route.upstream.config.max_connections,
@@ -807,16 +834,46 @@ impl Mirror {
             }),
             Err(FetchFailure { reason, .. }) => {
                 // Joined as the fetch completed: its upload file was already renamed into the
-                // store, so there is nothing to follow but the blob to serve.
-                if let Some(size) = self.store().blob_size(digest).await? {
-                    self.meta().link_blob(repo, digest, size).await?;
-                    return Ok(PulledBlob::Stored);
+                // store, so there is nothing to follow but the blob to serve once the fetch
+                // is done. A fetch for this repository has linked it by then; one for another
+                // repository's upstream is served here only on this upstream's word, asked
+                // above. Bytes stored by anything else are not this upstream's word.
+                if fetch.stored(wait).await {
+                    if self.meta().repo_blob_size(repo, digest).await?.is_some() {
+                        return Ok(PulledBlob::Stored);
+                    }
+                    if let Some(upstream_size) = confirmed {
+                        if let Some(size) = self.store().blob_size(digest).await? {
+                            check_upstream_size(digest, upstream_size, size)?;
+                            self.meta().link_blob(repo, digest, size).await?;
+                            return Ok(PulledBlob::Stored);
+                        }
+                    }
                 }
                 Err(MirrorError::FetchFailed {
                     digest: digest.clone(),
                     reason,
                 })
             }
+        }
+    }
+
+    /// The size of `digest` in `route`'s upstream repository, asked with a HEAD that holds
+    /// one of the upstream's request slots.
+    ///
+    /// # Errors
+    ///
+    /// [`MirrorError::NotFound`] (the same as a failed fetch's) when the upstream answers 404;
+    /// [`MirrorError::Busy`] when no slot frees up; [`MirrorError::Upstream`] otherwise.
+    async fn upstream_blob_size(&self, route: &Route, digest: &Digest) -> Result<u64, MirrorError> {
+        let upstream = &route.upstream;
+        let _permit = upstream.permit().await?;
+        match upstream.client.blob_size(&route.remote, digest).await {
+            Ok(size) => Ok(size),
+            Err(e) => Err(match MirrorError::upstream(upstream.name(), e) {
+                MirrorError::NotFound { .. } => not_upstream(route, digest),
+                other => other,
+            }),
         }
     }
 
@@ -933,6 +990,28 @@ impl Mirror {
         });
         Ok(())
     }
+}
+
+/// The answer for a blob `route`'s upstream does not have, the same whichever request found
+/// out (a fetch's GET or a HEAD), so that it tells nothing about what the store holds.
+fn not_upstream(route: &Route, digest: &Digest) -> MirrorError {
+    MirrorError::NotFound {
+        upstream: route.upstream.name().to_owned(),
+        what: format!("{}@{digest}", route.remote),
+    }
+}
+
+/// Fails unless the upstream's size of `digest` is `size`, the size of the bytes about to be
+/// served: same digest, same bytes, so a different size is an upstream that cannot be trusted
+/// about this blob.
+fn check_upstream_size(digest: &Digest, upstream: u64, size: u64) -> Result<(), MirrorError> {
+    if upstream == size {
+        return Ok(());
+    }
+    Err(MirrorError::FetchFailed {
+        digest: digest.clone(),
+        reason: format!("the upstream says the blob is {upstream} bytes, it is {size}"),
+    })
 }
 
 /// A configured number of seconds as a duration (saturating: configuration is `u64`).

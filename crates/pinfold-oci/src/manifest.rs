@@ -123,6 +123,14 @@ pub struct Descriptor {
     pub platform: Option<Platform>,
 }
 
+impl Descriptor {
+    /// True for a foreign (non-distributable) layer: one with `urls`, whose content by design
+    /// may live elsewhere instead of in the repository.
+    pub fn is_foreign(&self) -> bool {
+        self.urls.as_ref().is_some_and(|u| !u.is_empty())
+    }
+}
+
 /// The platform of an index entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
@@ -269,7 +277,7 @@ impl Manifest {
         self.config
             .iter()
             .chain(self.layers.iter())
-            .filter(|d| d.urls.as_ref().is_none_or(|u| u.is_empty()))
+            .filter(|d| !d.is_foreign())
     }
 
     /// The artifact type the referrers API reports for this manifest: `artifactType`, or for
@@ -312,6 +320,10 @@ mod tests {
             2,
             "foreign layer is not required"
         );
+        assert!(!m.layers[0].is_foreign() && m.layers[1].is_foreign());
+        let mut empty_urls = m.layers[1].clone();
+        empty_urls.urls = Some(Vec::new());
+        assert!(!empty_urls.is_foreign(), "empty urls are not foreign");
         assert_eq!(m.referrer_artifact_type(), Some(media_type::OCI_CONFIG));
         let m = Manifest::parse(Some(media_type::OCI_MANIFEST), image(None).as_bytes()).unwrap();
         assert_eq!(m.kind, ManifestKind::OciManifest);

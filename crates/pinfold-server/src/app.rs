@@ -103,11 +103,18 @@ pub async fn open_registry(
         path: data_dir.to_owned(),
         source,
     })?;
-    let store = BlobStore::open(data_dir)?;
+    let store = BlobStore::open_configured(data_dir, &config.storage).await?;
     let meta = meta_config.open(data_dir).await?;
     let mirror = if mirror_config.upstreams.is_empty() {
         None
     } else {
+        if store.is_object_storage() {
+            // The mirror streams a blob to waiting clients from its upload file while the
+            // upstream fetch writes it; over object storage that needs its own design.
+            return Err(ServerError::Unsupported(
+                "[[upstream]] mirrors with [storage] backend = \"s3\" (not yet: use the filesystem backend on a mirroring instance)",
+            ));
+        }
         let mirror = Mirror::new(
             mirror_config,
             meta.clone(),
@@ -120,13 +127,7 @@ pub async fn open_registry(
         )));
         Some(mirror)
     };
-    let registry = Registry::new(
-        store,
-        meta,
-        config.manifest_cache_bytes,
-        config.max_blob_bytes,
-        mirror,
-    );
+    let registry = Registry::new(store, meta, config, mirror);
     registry.set_rules(config.rules.clone());
     Ok(registry)
 }

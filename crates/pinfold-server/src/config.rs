@@ -21,6 +21,11 @@ pub struct ServerConfig {
     pub upload_idle_expiry_seconds: u64,
     /// Seconds between two runs of the upload janitor. Default 600.
     pub upload_janitor_interval_seconds: u64,
+    /// Upload sessions one user (or, for anonymous callers, one client address) may hold open
+    /// at once; one more is answered 429 `TOOMANYREQUESTS`. Default 1000: a push opens one
+    /// session per layer, and a CI account pushing dozens of images in parallel stays far
+    /// below it, while one caller can no longer fill the disk's directory with sessions.
+    pub max_upload_sessions_per_user: u32,
     /// API keys accepted for APT uploads (`X-JFrog-Art-Api`, Bearer, or Basic password).
     /// Default none: uploads need no key (zero-config on loopback); set keys on any other
     /// listen address.
@@ -44,6 +49,10 @@ pub struct ServerConfig {
     /// `[[immutable]]` at the top level of `pinfold.toml` (the binary moves them here).
     #[serde(skip)]
     pub rules: crate::registry::gc::GcRules,
+    /// Where blobs live: `[storage]` at the top level of `pinfold.toml` (the binary moves it
+    /// here). The filesystem under the data directory by default.
+    #[serde(skip)]
+    pub storage: pinfold_store::StorageConfig,
     /// Seconds a client gets to send a request's complete headers; past them the connection
     /// is closed (slowloris). Default 30.
     pub header_read_timeout_seconds: u64,
@@ -91,6 +100,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             upload_idle_expiry_seconds: 86_400,
             upload_janitor_interval_seconds: 600,
+            max_upload_sessions_per_user: 1000,
             apt_deploy_keys: Vec::new(),
             apt_max_deb_bytes: 2 * 1024 * 1024 * 1024,
             apt_signing_key: None,
@@ -98,6 +108,7 @@ impl Default for ServerConfig {
             apt_reindex_poll_seconds: 30,
             apt_index_gc_grace_seconds: 3600,
             rules: crate::registry::gc::GcRules::default(),
+            storage: pinfold_store::StorageConfig::default(),
             header_read_timeout_seconds: 30,
             body_idle_timeout_seconds: 60,
             max_header_bytes: 64 * 1024,

@@ -74,6 +74,9 @@ pub enum ServerError {
     /// `[server] tls_cert` / `tls_key` cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// A combination of settings this version cannot serve yet.
+    #[error("not supported yet: {0}")]
+    Unsupported(&'static str),
     /// The accept loop failed.
     #[error("serving failed: {source}")]
     Serve {

@@ -46,6 +46,30 @@ pub enum StoreError {
         /// The caller's limit.
         max: u64,
     },
+    /// An object-storage request failed (after the client's retries).
+    #[error("{op} {key}: {source}")]
+    Object {
+        /// What was being done.
+        op: &'static str,
+        /// On which object (`s3://bucket/prefix at endpoint/key`).
+        key: String,
+        /// The store's error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// The object store cannot be used: a missing bucket, refused credentials, an unreachable
+    /// endpoint (checked when the store is opened). One line, never the secret.
+    #[error("object storage {place}: {reason}")]
+    Unavailable {
+        /// Where the store is.
+        place: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operation reads or writes local files, and the store keeps its blobs in object
+    /// storage.
+    #[error("{0} needs the filesystem blob store; this one is in object storage")]
+    NeedsFilesystem(&'static str),
     /// A file-system operation failed.
     #[error("{op} {path}: {source}")]
     Io {

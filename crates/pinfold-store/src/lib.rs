@@ -34,6 +34,7 @@ mod append;
 mod durable;
 mod error;
 mod layout;
+mod object;
 mod session;
 mod store;
 mod sweep_lock;
@@ -41,6 +42,7 @@ mod upload;
 
 pub use append::AppendOptions;
 pub use error::StoreError;
+pub use object::{StorageBackend, StorageConfig};
 pub use store::{BlobFile, BlobStore};
 pub use sweep_lock::SweepGuard;
 pub use upload::UploadId;

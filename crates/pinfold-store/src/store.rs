@@ -17,7 +17,9 @@ use pinfold_oci::Digest;
 use crate::append::{append_body, AppendOptions};
 use crate::durable::{copy_file_in, install_blob, sync_dir, Content};
 use crate::layout::{self, Layout, ALGORITHMS, TEMP_PREFIX};
+use crate::object::{ObjectBlobs, ObjectReader};
 use crate::session::Sessions;
+use crate::{StorageBackend, StorageConfig};
 use crate::{StoreError, UploadId};
 
 /// Size of the chunks [`BlobFile::into_stream`] reads. Big enough that a 1 GiB blob takes few
@@ -33,13 +35,26 @@ const STREAM_PREFETCH_CHUNKS: usize = 2;
 pub struct BlobFile {
     /// Size of the blob in bytes.
     pub size: u64,
-    file: File,
+    source: BlobSource,
+}
+
+/// Where an open blob's bytes come from.
+#[derive(Debug)]
+enum BlobSource {
+    File(File),
+    Object(ObjectReader),
 }
 
 impl BlobFile {
     /// The open file, for callers that read it themselves (on a blocking thread).
-    pub fn into_file(self) -> File {
-        self.file
+    ///
+    /// # Errors
+    /// [`StoreError::NeedsFilesystem`] for a blob in object storage (stream it instead).
+    pub fn into_file(self) -> Result<File, StoreError> {
+        match self.source {
+            BlobSource::File(file) => Ok(file),
+            BlobSource::Object(_) => Err(StoreError::NeedsFilesystem("reading a blob as a file")),
+        }
     }
 
     /// Streams bytes `start..start + len` of the blob, in chunks of up to 256 KiB, each read
@@ -55,8 +70,15 @@ impl BlobFile {
         start: u64,
         len: u64,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        use futures_util::StreamExt;
+        let file = match self.source {
+            BlobSource::File(file) => file,
+            BlobSource::Object(reader) => {
+                return reader.stream(start..start.saturating_add(len)).boxed();
+            }
+        };
         let reader = RangeReader {
-            file: Arc::new(self.file),
+            file: Arc::new(file),
             next: start,
             end: start.saturating_add(len),
             first: true,
@@ -71,6 +93,7 @@ impl BlobFile {
                 Some(Ok(chunk)) => Some((Ok(chunk), Some(reader))),
             }
         })
+        .boxed()
     }
 }
 
@@ -218,6 +241,8 @@ pub struct BlobStore {
 
 struct Inner {
     layout: Layout,
+    /// Set when blobs live in object storage; `layout` is then local scratch only.
+    object: Option<ObjectBlobs>,
     sessions: Sessions,
     /// Completions that had to hash the upload file from disk (tests check the fast path).
     rehashed_uploads: AtomicU64,
@@ -314,13 +339,43 @@ impl BlobStore {
         Ok(BlobStore {
             inner: Arc::new(Inner {
                 layout,
+                object: None,
                 sessions: Sessions::default(),
                 rehashed_uploads: AtomicU64::new(0),
             }),
         })
     }
 
-    /// The store's root directory.
+    /// Opens the store `config` names: the filesystem under `root`, or object storage (with
+    /// `root` as local scratch), checked once before this returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] for the directories; [`StoreError::Unavailable`] when the object
+    /// store cannot be used (missing bucket, refused credentials, unreachable endpoint).
+    pub async fn open_configured(
+        root: impl Into<PathBuf>,
+        config: &StorageConfig,
+    ) -> Result<BlobStore, StoreError> {
+        let store = BlobStore::open(root)?;
+        if config.backend == StorageBackend::Filesystem {
+            return Ok(store);
+        }
+        let object = ObjectBlobs::connect(config).await?;
+        let Ok(mut inner) = Arc::try_unwrap(store.inner) else {
+            unreachable!("a store just opened has no other handle")
+        };
+        inner.object = Some(object);
+        Ok(BlobStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Whether blobs live in object storage (some operations need the filesystem).
+    pub fn is_object_storage(&self) -> bool {
+        self.inner.object.is_some()
+    }
+
+    /// The store's root directory (local scratch when blobs live in object storage).
     pub fn root(&self) -> &Path {
         self.inner.layout.root()
     }
@@ -330,6 +385,9 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::Io`] when the blob cannot be looked up.
     pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.blob_size(digest).await;
+        }
         let path = self.inner.layout.blob_path(digest);
         blocking("stat", &path.clone(), move || file_len(&path)).await
     }
@@ -339,6 +397,15 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::Io`] when the blob exists but cannot be opened.
     pub async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobFile>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return Ok(object
+                .open_blob(digest)
+                .await?
+                .map(|(size, reader)| BlobFile {
+                    size,
+                    source: BlobSource::Object(reader),
+                }));
+        }
         let path = self.inner.layout.blob_path(digest);
         blocking("open", &path.clone(), move || {
             let Some(file) = found(File::open(&path), "open", &path)? else {
@@ -348,7 +415,10 @@ impl BlobStore {
                 .metadata()
                 .map_err(|e| StoreError::io("stat", &path, e))?
                 .len();
-            Ok(Some(BlobFile { size, file }))
+            Ok(Some(BlobFile {
+                size,
+                source: BlobSource::File(file),
+            }))
         })
         .await
     }
@@ -364,6 +434,9 @@ impl BlobStore {
         digest: &Digest,
         max_len: usize,
     ) -> Result<Option<Bytes>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.read_blob(digest, max_len).await;
+        }
         let path = self.inner.layout.blob_path(digest);
         let digest = digest.clone();
         blocking("read", &path.clone(), move || {
@@ -405,6 +478,9 @@ impl BlobStore {
     /// written); [`StoreError::Io`] when writing fails (nothing is left behind).
     #[tracing::instrument(skip_all, fields(%digest, len = bytes.len()))]
     pub async fn put_blob(&self, digest: &Digest, bytes: Bytes) -> Result<(), StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.put_blob(digest, bytes).await;
+        }
         let inner = Arc::clone(&self.inner);
         let digest = digest.clone();
         let path = inner.layout.blob_path(&digest);
@@ -425,6 +501,9 @@ impl BlobStore {
     /// written); [`StoreError::Io`] when reading or writing fails (nothing is left behind).
     #[tracing::instrument(skip_all, fields(%digest, source = %source.display()))]
     pub async fn copy_in(&self, digest: &Digest, source: &Path) -> Result<u64, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.copy_in(digest, source).await;
+        }
         let inner = Arc::clone(&self.inner);
         let digest = digest.clone();
         let source = source.to_owned();
@@ -446,6 +525,9 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::Io`] when the file cannot be created.
     pub async fn create_upload(&self) -> Result<UploadId, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.create_upload().await;
+        }
         let id = UploadId::new_random();
         let path = self.inner.layout.upload_path(&id);
         blocking("create upload", &path.clone(), move || {
@@ -476,6 +558,9 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::Io`] when the upload file cannot be looked up.
     pub async fn upload_offset(&self, id: &UploadId) -> Result<Option<u64>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.upload_offset(id).await;
+        }
         let path = self.inner.layout.upload_path(id);
         let guard = match self.inner.sessions.get(id) {
             // No operation of this process has touched it: the file is settled.
@@ -554,6 +639,13 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        if let Some(object) = &self.inner.object {
+            // The disk pace and write reports of `options` are about local files.
+            let _ = options;
+            return object
+                .append_upload(id, expected_offset, body, max_size)
+                .await;
+        }
         let sessions = &self.inner.sessions;
         let (handle, _) = sessions.get_or_insert(id);
         let mut guard = Arc::clone(&handle.state).lock_owned().await;
@@ -601,6 +693,9 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::UploadUnknown`] when there is no such upload.
     pub async fn upload_digest(&self, id: &UploadId) -> Result<Option<Digest>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.upload_digest(id).await;
+        }
         let unknown = || StoreError::UploadUnknown(id.to_string());
         // No session in memory: nothing this process wrote, so no running hash either way.
         let handle = self.inner.sessions.get(id);
@@ -639,6 +734,9 @@ impl BlobStore {
         id: &UploadId,
         expected: &Digest,
     ) -> Result<u64, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.complete_upload(id, expected).await;
+        }
         let sessions = &self.inner.sessions;
         let (handle, _) = sessions.get_or_insert(id);
         let mut guard = Arc::clone(&handle.state).lock_owned().await;
@@ -691,6 +789,9 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::Io`] when the file exists but cannot be opened.
     pub async fn open_upload(&self, id: &UploadId) -> Result<Option<File>, StoreError> {
+        if self.inner.object.is_some() {
+            return Err(StoreError::NeedsFilesystem("reading an upload as a file"));
+        }
         let path = self.inner.layout.upload_path(id);
         blocking("open upload", &path.clone(), move || {
             found(File::open(&path), "open upload", &path)
@@ -704,6 +805,9 @@ impl BlobStore {
     /// [`StoreError::Io`] when the upload file cannot be removed.
     #[tracing::instrument(skip_all, fields(upload = %id))]
     pub async fn cancel_upload(&self, id: &UploadId) -> Result<bool, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.cancel_upload(id).await;
+        }
         let sessions = &self.inner.sessions;
         let (handle, _) = sessions.get_or_insert(id);
         let mut guard = Arc::clone(&handle.state).lock_owned().await;
@@ -726,6 +830,9 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::Io`] when `uploads/` cannot be listed.
     pub async fn list_uploads(&self) -> Result<Vec<UploadId>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.list_uploads().await;
+        }
         let dir = self.inner.layout.uploads_dir();
         let uploads = blocking("list", &dir.clone(), move || read_uploads_dir(&dir)).await?;
         Ok(uploads.into_iter().map(|(id, _)| id).collect())
@@ -744,6 +851,9 @@ impl BlobStore {
         &self,
         older_than: SystemTime,
     ) -> Result<Vec<UploadId>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.remove_stale_uploads(older_than).await;
+        }
         let dir = self.inner.layout.uploads_dir();
         let uploads = blocking("list", &dir.clone(), move || read_uploads_dir(&dir)).await?;
         let sessions = &self.inner.sessions;
@@ -794,6 +904,9 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::Io`] when the file cannot be removed.
     pub async fn delete_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.delete_blob(digest).await;
+        }
         let path = self.inner.layout.blob_path(digest);
         blocking("remove blob", &path.clone(), move || {
             Ok(found(fs::remove_file(&path), "remove blob", &path)?.is_some())
@@ -813,6 +926,9 @@ impl BlobStore {
         digest: &Digest,
         cutoff: std::time::SystemTime,
     ) -> Result<bool, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.delete_blob_older_than(digest, cutoff).await;
+        }
         let path = self.inner.layout.blob_path(digest);
         blocking("remove blob", &path.clone(), move || {
             let Some(meta) = found(fs::metadata(&path), "inspect blob", &path)? else {
@@ -837,6 +953,9 @@ impl BlobStore {
     /// # Errors
     /// [`StoreError::Io`] when a directory cannot be listed.
     pub async fn list_blobs(&self) -> Result<Vec<Digest>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return object.list_blobs().await;
+        }
         let inner = Arc::clone(&self.inner);
         let blobs_dir = inner.layout.blobs_dir();
         blocking("list", &blobs_dir, move || {
@@ -866,6 +985,14 @@ impl BlobStore {
         &self,
         older_than: SystemTime,
     ) -> Result<usize, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return {
+                // Nothing temporary is ever written under a blob key; multipart uploads
+                // abandoned by a crash are the bucket's lifecycle rules' to abort.
+                let _ = (object, older_than);
+                Ok(0)
+            };
+        }
         let inner = Arc::clone(&self.inner);
         let blobs_dir = inner.layout.blobs_dir();
         blocking("list", &blobs_dir, move || {

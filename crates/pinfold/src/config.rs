@@ -16,7 +16,9 @@ use pinfold_server::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Sections of the file, each owned by the crate it configures.
-const SECTIONS: [&str; 6] = ["server", "meta", "mirror", "backup", "auth", "gc"];
+const SECTIONS: [&str; 7] = [
+    "server", "meta", "mirror", "backup", "auth", "gc", "storage",
+];
 
 /// `PINFOLD_*` variables that are not configuration of `pinfold serve` but of the client
 /// commands (`pinfold drift`, `promote`, `history`): skipped here, so exporting them does not
@@ -53,6 +55,8 @@ pub struct Config {
     pub retention: Vec<RetentionRule>,
     /// Immutable-tag rules (`[[immutable]]`).
     pub immutable: Vec<ImmutableRule>,
+    /// Where blobs live (`[storage]`: the filesystem, or S3-compatible object storage).
+    pub storage: pinfold_store::StorageConfig,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             retention: Vec::new(),
             immutable: Vec::new(),
+            storage: pinfold_store::StorageConfig::default(),
         }
     }
 }
@@ -141,6 +146,7 @@ impl Config {
                 retention: self.retention.clone(),
                 immutable: self.immutable.clone(),
             },
+            storage: self.storage.clone(),
             ..self.server.clone()
         }
     }
@@ -290,6 +296,29 @@ mod tests {
             "[[upstream]]\nname = \"a\"\nurl = \"https://a\"\npolicy = \"sometimes\"\n",
         )
         .unwrap();
+        assert!(Config::load(Some(&file), env(&[]), Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn object_storage_from_the_file_and_its_secret_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pinfold.toml");
+        std::fs::write(
+            &file,
+            "[storage]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:3900\"\nbucket = \"b\"\nregion = \"garage\"\naccess_key_id = \"GK1\"\n",
+        )
+        .unwrap();
+        let vars = env(&[("PINFOLD_STORAGE_SECRET_ACCESS_KEY", "s3cr3t")]);
+        let c = Config::load(Some(&file), vars, Overrides::default()).unwrap();
+        assert_eq!(c.storage.backend, pinfold_store::StorageBackend::S3);
+        assert_eq!(c.storage.bucket, "b");
+        assert_eq!(c.storage.secret_access_key, "s3cr3t");
+        assert_eq!(c.server_config().storage, c.storage);
+        assert!(
+            !format!("{c:?}").contains("s3cr3t"),
+            "the secret is not in the debug output"
+        );
+        std::fs::write(&file, "[storage]\nbackend = \"tape\"\n").unwrap();
         assert!(Config::load(Some(&file), env(&[]), Overrides::default()).is_err());
     }
 

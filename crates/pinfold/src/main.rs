@@ -144,7 +144,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // object_store logs each retry of a failed S3 request at info; its final error
+                // is what Pinfold reports (503, or the refusal to start), once.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,object_store=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -50,7 +50,9 @@ async fn reopen_after_close_keeps_everything() {
             .await
             .unwrap();
         meta.put_manifest(&referrer, None, &push()).await.unwrap();
-        meta.create_upload("up-1", &repo("keep/me")).await.unwrap();
+        meta.create_upload("up-1", &repo("keep/me"), "user:t", 100)
+            .await
+            .unwrap();
         meta.close().await;
     }
     // Only the main file needs to exist after a clean close (the WAL was checkpointed).

@@ -23,8 +23,10 @@ macro_rules! for_each_suite_test {
             repositories_paginate_and_list_only_content,
             referrers_filter_by_artifact_type,
             missing_blobs_and_manifests,
+            blob_and_manifest_sizes,
             blob_links,
             uploads_lifecycle,
+            upload_sessions_are_capped_per_owner,
             tags_only_point_at_manifests_of_their_repository,
             manifests_are_idempotent_and_deletable,
             drift_events_follow_the_upstream,
@@ -331,7 +333,9 @@ pub async fn tags_paginate_in_case_insensitive_order(meta: &Meta) {
         meta.list_tags(&repo("nope"), None, None).await.unwrap(),
         None
     );
-    meta.create_upload("u-pages", &repo("empty")).await.unwrap();
+    meta.create_upload("u-pages", &repo("empty"), "user:t", 100)
+        .await
+        .unwrap();
     assert_eq!(
         meta.list_tags(&repo("empty"), None, None).await.unwrap(),
         Some(vec![])
@@ -345,7 +349,9 @@ pub async fn repositories_paginate_and_list_only_content(meta: &Meta) {
             .unwrap();
     }
     // Only an upload: exists, but is not listed.
-    meta.create_upload("u-repos", &repo("d")).await.unwrap();
+    meta.create_upload("u-repos", &repo("d"), "user:t", 100)
+        .await
+        .unwrap();
     assert!(meta.repository_exists(&repo("d")).await.unwrap());
     assert!(!meta.repository_exists(&repo("zz")).await.unwrap());
     // Only a blob: listed.
@@ -552,23 +558,103 @@ pub async fn missing_blobs_and_manifests(meta: &Meta) {
     assert_eq!(meta.missing_manifests(&r, &many).await.unwrap(), absent);
 }
 
+/// The stored sizes the registry checks a manifest's descriptors against (issue 16): one
+/// entry per stored digest, blobs and manifests apart, per repository.
+pub async fn blob_and_manifest_sizes(meta: &Meta) {
+    let r = repo("sizes");
+    let blobs: Vec<Digest> = (0..70).map(|i| digest(&format!("sized{i}"))).collect();
+    for (i, d) in blobs.iter().enumerate() {
+        meta.link_blob(&r, d, 100 + i as u64).await.unwrap();
+    }
+    let absent = digest("unsized");
+    // More than one chunk, with a duplicate and an absent digest.
+    let ask: Vec<Digest> = blobs
+        .iter()
+        .cloned()
+        .chain([absent.clone(), blobs[3].clone()])
+        .collect();
+    let sizes = meta.blob_sizes(&r, &ask).await.unwrap();
+    assert_eq!(sizes.len(), 70, "one entry per stored digest");
+    for (i, d) in blobs.iter().enumerate() {
+        assert_eq!(sizes.get(d), Some(&(100 + i as u64)), "size of blob {i}");
+    }
+    assert!(!sizes.contains_key(&absent));
+    assert!(meta.blob_sizes(&r, &[]).await.unwrap().is_empty());
+    assert!(meta
+        .blob_sizes(&repo("nowhere"), &blobs[..2])
+        .await
+        .unwrap()
+        .is_empty());
+    // Another repository's link, with its own size, does not count.
+    meta.link_blob(&repo("sizes2"), &absent, 7).await.unwrap();
+    assert!(meta
+        .blob_sizes(&r, std::slice::from_ref(&absent))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        meta.blob_sizes(&repo("sizes2"), &[absent.clone(), blobs[0].clone()])
+            .await
+            .unwrap(),
+        [(absent.clone(), 7)].into_iter().collect()
+    );
+
+    // Manifests: the manifest row's size; a blob is not a manifest and a manifest not a blob.
+    let m = image("sizes", "sized-manifest");
+    meta.put_manifest(&m, None, &push()).await.unwrap();
+    assert_eq!(
+        meta.manifest_sizes(&r, &[m.digest.clone(), blobs[0].clone()])
+            .await
+            .unwrap(),
+        [(m.digest.clone(), m.size)].into_iter().collect()
+    );
+    assert!(meta
+        .blob_sizes(&r, std::slice::from_ref(&m.digest))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(meta
+        .manifest_sizes(&repo("sizes2"), std::slice::from_ref(&m.digest))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 pub async fn blob_links(meta: &Meta) {
     let (r, other) = (repo("blobs"), repo("blobs2"));
     let d = digest("b1");
     assert_eq!(meta.repo_blob_size(&r, &d).await.unwrap(), None);
-    assert_eq!(meta.any_blob_size(&d).await.unwrap(), None);
+    assert_eq!(meta.repositories_with_blob(&d, 10).await.unwrap(), vec![]);
 
     meta.link_blob(&r, &d, 1234).await.unwrap();
     meta.link_blob(&r, &d, 1234).await.unwrap(); // idempotent
     assert!(meta.repository_exists(&r).await.unwrap());
     assert_eq!(meta.repo_blob_size(&r, &d).await.unwrap(), Some(1234));
     assert_eq!(meta.repo_blob_size(&other, &d).await.unwrap(), None);
-    assert_eq!(meta.any_blob_size(&d).await.unwrap(), Some(1234));
+    assert_eq!(
+        meta.repositories_with_blob(&d, 10).await.unwrap(),
+        vec![(r.clone(), 1234)]
+    );
+    meta.link_blob(&repo("a-first"), &d, 1234).await.unwrap();
+    assert_eq!(
+        meta.repositories_with_blob(&d, 10).await.unwrap(),
+        vec![(repo("a-first"), 1234), (r.clone(), 1234)],
+        "in name order"
+    );
+    assert_eq!(
+        meta.repositories_with_blob(&d, 1).await.unwrap(),
+        vec![(repo("a-first"), 1234)],
+        "at most the limit"
+    );
+    assert!(meta.unlink_blob(&repo("a-first"), &d).await.unwrap());
 
     // Large sizes survive; beyond i64 is refused with a typed error.
     let big = digest("big");
     meta.link_blob(&other, &big, 1 << 40).await.unwrap();
-    assert_eq!(meta.any_blob_size(&big).await.unwrap(), Some(1 << 40));
+    assert_eq!(
+        meta.repositories_with_blob(&big, 10).await.unwrap(),
+        vec![(other.clone(), 1 << 40)]
+    );
     assert!(matches!(
         meta.link_blob(&other, &digest("huge"), u64::MAX).await,
         Err(MetaError::SizeTooLarge(u64::MAX))
@@ -578,17 +664,17 @@ pub async fn blob_links(meta: &Meta) {
     assert!(!meta.unlink_blob(&r, &d).await.unwrap());
     assert!(!meta.unlink_blob(&repo("nowhere"), &d).await.unwrap());
     assert_eq!(meta.repo_blob_size(&r, &d).await.unwrap(), None);
-    assert_eq!(meta.any_blob_size(&d).await.unwrap(), None);
+    assert_eq!(meta.repositories_with_blob(&d, 10).await.unwrap(), vec![]);
 }
 
 pub async fn uploads_lifecycle(meta: &Meta) {
     let r = repo("up/loads");
     let started = OffsetDateTime::now_utc();
-    meta.create_upload("id-1", &r).await.unwrap();
-    meta.create_upload("id-2", &r).await.unwrap();
+    meta.create_upload("id-1", &r, "user:t", 100).await.unwrap();
+    meta.create_upload("id-2", &r, "user:t", 100).await.unwrap();
     assert!(meta.repository_exists(&r).await.unwrap());
     assert!(matches!(
-        meta.create_upload("id-1", &repo("elsewhere")).await,
+        meta.create_upload("id-1", &repo("elsewhere"), "user:t", 100).await,
         Err(MetaError::UploadExists(id)) if id == "id-1"
     ));
 
@@ -616,6 +702,33 @@ pub async fn uploads_lifecycle(meta: &Meta) {
     assert!(!meta.delete_upload("id-1").await.unwrap());
     assert_eq!(meta.upload("id-1").await.unwrap(), None);
     assert_eq!(meta.uploads_started_before(later).await.unwrap().len(), 1);
+}
+
+pub async fn upload_sessions_are_capped_per_owner(meta: &Meta) {
+    let r = repo("up/capped");
+    for i in 0..3 {
+        meta.create_upload(&format!("cap-a-{i}"), &r, "user:a", 3)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        meta.create_upload("cap-a-3", &r, "user:a", 3).await,
+        Err(MetaError::TooManyUploads { owner, limit: 3 }) if owner == "user:a"
+    ));
+    assert_eq!(
+        meta.upload("cap-a-3").await.unwrap(),
+        None,
+        "nothing recorded"
+    );
+    // Another owner has a cap of its own.
+    meta.create_upload("cap-b-0", &r, "addr:127.0.0.9", 3)
+        .await
+        .unwrap();
+    // An ended session frees its place.
+    assert!(meta.delete_upload("cap-a-0").await.unwrap());
+    meta.create_upload("cap-a-3", &r, "user:a", 3)
+        .await
+        .unwrap();
 }
 
 pub async fn tags_only_point_at_manifests_of_their_repository(meta: &Meta) {

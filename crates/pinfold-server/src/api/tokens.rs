@@ -78,6 +78,47 @@ fn who(auth: &Auth, caller: &Caller) -> (String, bool) {
     }
 }
 
+/// Refuses a token wider than the credential asking for it (issue 16): every entry of
+/// `scope` must be allowed by the caller's permission rules **and** by the caller's own
+/// credential's scope (an API token's, a registry token's access), and the new token must
+/// expire no later than that credential. Asking for more is a 403 naming what was refused;
+/// nothing is narrowed silently.
+fn within_credential(
+    auth: &Auth,
+    caller: &Caller,
+    scope: &Scope,
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let refused = auth.authorizer().refused_in(&caller.principal, scope);
+    if !refused.is_empty() {
+        return Err(ApiError::with_status(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            format!(
+                "a token may not do more than the credential that creates it; refused: {}",
+                refused.join(" ")
+            ),
+        ));
+    }
+    let Some(limit) = caller.expires else {
+        return Ok(());
+    };
+    let latest = OffsetDateTime::from_unix_timestamp(limit).unwrap_or(now);
+    if expires_at.is_none_or(|at| at > latest) {
+        let left = (latest - now).whole_seconds().max(0);
+        return Err(ApiError::with_status(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            format!(
+                "the credential used expires in {left} s; a token it creates must expire no \
+                 later: ask for expires_in_seconds of at most {left}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn forbidden() -> ApiError {
     ApiError::with_status(
         StatusCode::FORBIDDEN,
@@ -117,6 +158,9 @@ pub async fn create(
         Some(s) => Some(now + time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX))),
         None => None,
     };
+    if auth.enabled() {
+        within_credential(auth, &caller, &scope, expires_at, now)?;
+    }
     let (id, secret) = new_token_secret().map_err(|_| {
         ApiError::with_status(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -9,14 +9,22 @@
 //! compared with `X-Checksum-*`, and handed to [`AptService::deploy`], which completes the
 //! session into a blob only if the package is accepted. A body cut off midway, or any
 //! refusal, cancels the session: nothing is left behind.
+//!
+//! A deploy by checksum (`X-Checksum-Deploy: true`, no body) reuses a stored file only when
+//! the caller may pull a repository that holds it (issue 16): a package of an APT repository
+//! `apt/<name>`, or a blob linked into an OCI repository. Any other checksum gets the answer
+//! of a checksum nobody has, so the answer confirms nothing about what is stored.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use futures_util::StreamExt;
 use pinfold_apt::{FileDigests, MultiHasher};
+use pinfold_auth::Action;
+use pinfold_oci::Digest;
 use serde_json::json;
 
 use super::error::AptError;
@@ -24,25 +32,33 @@ use super::matrix::{parse_deploy_path, DeployTarget};
 use pinfold_store::{StoreError, UploadId};
 
 use super::service::{AptService, DebSource, Deployed};
+use crate::auth::Access;
+
+/// Holders of one kind (APT repositories, OCI repositories) looked at when deciding whether a
+/// checksum deploy may reuse a stored file, first by name. A caller who may pull only holders
+/// beyond these gets the 404 and uploads the bytes, as a client must be ready to anyway.
+const HOLDERS_CHECKED: u32 = 256;
 
 /// `PUT /artifactory/...`.
 pub async fn put_artifactory(
     State(apt): State<AptService>,
+    Extension(access): Extension<Access>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AptError> {
-    deploy(&apt, "/artifactory/", &uri, &headers, body).await
+    deploy(&apt, &access, "/artifactory/", &uri, &headers, body).await
 }
 
 /// `PUT /apt/...` (native, same semantics).
 pub async fn put_native(
     State(apt): State<AptService>,
+    Extension(access): Extension<Access>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AptError> {
-    deploy(&apt, "/apt/", &uri, &headers, body).await
+    deploy(&apt, &access, "/apt/", &uri, &headers, body).await
 }
 
 /// The API key a request carries: `X-JFrog-Art-Api`, `Authorization: Bearer <key>`, or
@@ -138,6 +154,7 @@ impl Declared {
 
 async fn deploy(
     apt: &AptService,
+    access: &Access,
     prefix: &str,
     uri: &Uri,
     headers: &HeaderMap,
@@ -154,17 +171,23 @@ async fn deploy(
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let (source, digests) = if by_checksum {
         // Deploy by checksum: no body; the file must already be stored (Artifactory answers
-        // 404 otherwise, and the client then uploads the bytes).
+        // 404 otherwise, and the client then uploads the bytes) and readable by the caller.
         let Some(sha256) = &declared.sha256 else {
             return Err(AptError::bad_request(
                 "X-Checksum-Deploy needs X-Checksum-Sha256",
             ));
         };
-        let (digest, digests) = apt.stored_digests(sha256).await?.ok_or_else(|| {
+        let not_found = || {
             AptError::not_found(format!(
                 "Checksum deploy failed: no stored file has SHA-256 {sha256}"
             ))
-        })?;
+        };
+        // Asked before the store, and answered alike: a file the caller may not read is one
+        // nobody has.
+        if !may_reuse(apt, access, sha256).await? {
+            return Err(not_found());
+        }
+        let (digest, digests) = apt.stored_digests(sha256).await?.ok_or_else(not_found)?;
         (DebSource::Stored(digest), digests)
     } else {
         let declared_len = headers
@@ -185,6 +208,28 @@ async fn deploy(
     }
     let deployed = apt.deploy(&target, source, digests).await?;
     Ok(created(headers, prefix, &target, &deployed))
+}
+
+/// Whether a checksum deploy may reuse the stored file with SHA-256 `sha256` (lower-case hex):
+/// an APT repository `apt/<name>` lists it, or an OCI repository links it, that the caller
+/// may pull. Both lookups run for every checksum, stored or not, so the answer takes alike
+/// for a file held only where the caller may not read and for one nobody has.
+async fn may_reuse(apt: &AptService, access: &Access, sha256: &str) -> Result<bool, AptError> {
+    let meta = apt.meta();
+    let apt_holders = meta.apt_repos_with_file(sha256, HOLDERS_CHECKED).await?;
+    let oci_holders = match format!("sha256:{sha256}").parse::<Digest>() {
+        Ok(digest) => {
+            meta.repositories_with_blob(&digest, HOLDERS_CHECKED)
+                .await?
+        }
+        Err(_) => Vec::new(),
+    };
+    Ok(apt_holders
+        .iter()
+        .any(|name| access.allows(&format!("apt/{name}"), Action::Pull))
+        || oci_holders
+            .iter()
+            .any(|(repo, _)| access.allows(repo.as_str(), Action::Pull)))
 }
 
 /// Streams the body into a new store upload session (durably appended, never whole in

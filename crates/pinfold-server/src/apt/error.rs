@@ -174,7 +174,16 @@ impl From<MetaError> for AptError {
 
 impl From<StoreError> for AptError {
     fn from(e: StoreError) -> Self {
-        AptError::internal(e)
+        match e {
+            StoreError::NeedsFilesystem(_) => AptError {
+                status: StatusCode::NOT_IMPLEMENTED,
+                message: format!(
+                    "{e}: APT uploads need [storage] backend = \"filesystem\" in this version"
+                ),
+                challenge: false,
+            },
+            e => AptError::internal(e),
+        }
     }
 }
 

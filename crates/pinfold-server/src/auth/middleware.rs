@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::need::{need, Need, Requirement, Surface};
-use super::{Auth, AuthFailure, Caller, ClientAddr, Via, ACTOR, SERVICE};
+use super::{Access, Auth, AuthFailure, Caller, ClientAddr, Via, ACTOR, SERVICE};
 use crate::api::error::ApiError;
 use crate::apt::error::AptError;
 use crate::v2::error::{ErrorCode, OciError};
@@ -46,11 +46,15 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     if !auth.enabled() {
         // Open mode (loopback only, or --insecure-open): everyone is `anonymous`, but writes
         // are still audited.
-        request.extensions_mut().insert(Caller {
+        let caller = Caller {
             principal: pinfold_auth::Principal::anonymous(),
             via: Via::Anonymous,
             expires: None,
-        });
+        };
+        request
+            .extensions_mut()
+            .insert(Access::new(auth.clone(), caller.clone(), client.clone()));
+        request.extensions_mut().insert(caller);
         let response = next.run(request).await;
         audit_write(auth, &need, "anonymous", &client, response.status()).await;
         return response;
@@ -84,6 +88,9 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         return refuse(auth, &need, &request, refusal, head);
     }
     let actor = caller.principal.actor().to_owned();
+    request
+        .extensions_mut()
+        .insert(Access::new(auth.clone(), caller.clone(), client.clone()));
     request.extensions_mut().insert(caller);
     let response = ACTOR.scope(actor.clone(), next.run(request)).await;
     audit_write(auth, &need, &actor, &client, response.status()).await;
@@ -115,7 +122,10 @@ async fn audit_write(auth: &Auth, need: &Need, actor: &str, client: &str, status
     let Some((action, target)) = &need.audit else {
         return;
     };
-    let outcome = if status.is_success() {
+    let outcome = if status == StatusCode::ACCEPTED {
+        // A mount that could not be done: an upload session was opened instead.
+        "accepted".to_owned()
+    } else if status.is_success() {
         "ok".to_owned()
     } else if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
         "denied".to_owned()

@@ -79,6 +79,83 @@ pub struct Caller {
     pub expires: Option<i64>,
 }
 
+/// What the caller of a request may do, in every request's extensions (set by
+/// [`middleware::require`]). The middleware checks what the request's path names; handlers
+/// whose request names one resource and reads or writes another (a mount's source, a mirror
+/// alias, a checksum deploy's stored file) ask this about the second one. Fails closed: a
+/// deploy key may read nothing, and a request without it (never routed through the
+/// middleware) may do nothing.
+#[derive(Debug, Clone)]
+pub struct Access {
+    auth: Auth,
+    caller: Caller,
+    client: String,
+}
+
+impl Access {
+    /// Whether the caller may do `action` on repository `repo`: the rules grant it **and**
+    /// the credential's own limit (API token scope, registry token access) allows it.
+    /// Everyone may do everything with authentication off.
+    pub fn allows(&self, repo: &str, action: pinfold_auth::Action) -> bool {
+        if !self.auth.enabled() {
+            return true;
+        }
+        self.caller.via != Via::DeployKey
+            && self
+                .auth
+                .authorizer()
+                .allowed(&self.caller.principal, repo, action)
+    }
+
+    /// Whether the caller may do `action` on `resolved`, the repository a request for
+    /// `asked` means (the mirror's `registry-mirrors` and `?ns=` aliases). The middleware
+    /// checked `asked` against the rules and the credential's limit; here the rules must
+    /// grant the repository actually read too. The credential's limit is not asked about
+    /// `resolved`: a registry token names the repository the client asked for (it cannot
+    /// know the alias), and the limit stays what it was.
+    pub fn allows_alias(&self, asked: &str, resolved: &str, action: pinfold_auth::Action) -> bool {
+        if !self.auth.enabled() || asked == resolved {
+            return self.allows(asked, action);
+        }
+        let rules_only = Principal {
+            limit: None,
+            ..self.caller.principal.clone()
+        };
+        self.allows(asked, action)
+            && self
+                .auth
+                .authorizer()
+                .allowed(&rules_only, resolved, action)
+    }
+
+    /// Who is asking, for the audit log and per-caller limits: the user, or `anonymous`.
+    pub fn actor(&self) -> &str {
+        self.caller.principal.actor()
+    }
+
+    /// Whom per-caller limits count against: the user, or the client's address for
+    /// anonymous callers (and everyone with authentication off).
+    pub fn quota_owner(&self) -> String {
+        match &self.caller.principal.user {
+            Some(user) if self.auth.enabled() => format!("user:{user}"),
+            _ => format!("addr:{}", self.client),
+        }
+    }
+
+    /// The client's address.
+    pub fn client(&self) -> &str {
+        &self.client
+    }
+
+    fn new(auth: Auth, caller: Caller, client: String) -> Access {
+        Access {
+            auth,
+            caller,
+            client,
+        }
+    }
+}
+
 /// The client's address (IP), in every request's extensions, for the audit log.
 #[derive(Debug, Clone)]
 pub struct ClientAddr(pub String);

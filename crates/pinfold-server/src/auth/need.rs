@@ -152,7 +152,24 @@ fn v2_need(method: &Method, uri: &Uri, rest: &str) -> Need {
                 (Requirement::Repo(repo.to_string(), Action::Pull), None)
             }
         }
-        V2Route::UploadStart { repo } => (Requirement::Repo(repo.to_string(), Action::Push), None),
+        V2Route::UploadStart { repo } => {
+            // A mount and a one-request upload write a blob; opening a session writes nothing
+            // (its completing PUT is audited).
+            let param = |name: &str| {
+                url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value.into_owned())
+            };
+            let audit = match (param("mount"), param("digest")) {
+                (Some(digest), _) => {
+                    let from = param("from").unwrap_or_else(|| "any repository".to_owned());
+                    Some(("blob-mount", format!("{repo}@{digest} from {from}")))
+                }
+                (None, Some(digest)) => Some(("blob-upload", format!("{repo}@{digest}"))),
+                (None, None) => None,
+            };
+            (Requirement::Repo(repo.to_string(), Action::Push), audit)
+        }
         V2Route::Upload { repo, .. } => {
             let audit = (*method == Method::PUT).then(|| {
                 let digest = uri
@@ -386,6 +403,22 @@ mod tests {
         assert_eq!(n.audit, Some(("push", "a:v1".to_owned())));
         let n = req(Method::PUT, "/v2/a/blobs/uploads/u1?digest=sha256:ab");
         assert_eq!(n.audit, Some(("blob-upload", "a@sha256:ab".to_owned())));
+        let n = req(Method::POST, "/v2/a/blobs/uploads/?digest=sha256:ab");
+        assert_eq!(n.audit, Some(("blob-upload", "a@sha256:ab".to_owned())));
+        let n = req(
+            Method::POST,
+            "/v2/a/blobs/uploads/?mount=sha256:ab&from=b/c",
+        );
+        assert_eq!(
+            n.audit,
+            Some(("blob-mount", "a@sha256:ab from b/c".to_owned()))
+        );
+        let n = req(Method::POST, "/v2/a/blobs/uploads/?mount=sha256:ab");
+        assert_eq!(
+            n.audit,
+            Some(("blob-mount", "a@sha256:ab from any repository".to_owned()))
+        );
+        assert_eq!(req(Method::POST, "/v2/a/blobs/uploads/").audit, None);
         assert_eq!(req(Method::PATCH, "/v2/a/blobs/uploads/u1").audit, None);
         assert_eq!(req(Method::GET, "/v2/a/manifests/v1").audit, None);
         let n = req(

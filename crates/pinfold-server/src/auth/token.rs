@@ -201,7 +201,7 @@ async fn issue_for(
         }
     }
     let principal = if auth.enabled() {
-        caller.principal
+        caller.principal.clone()
     } else {
         // Open mode: the token allows what was asked (everyone may do everything).
         Principal::anonymous()
@@ -225,11 +225,17 @@ async fn issue_for(
         Ok(id) => id,
         Err(e) => return internal(e),
     };
+    // A registry token never outlives the credential it was made from (an expiring API
+    // token, used as a password or OAuth refresh token).
+    let exp = match caller.expires {
+        Some(credential_exp) => (now.unix_timestamp() + lifetime).min(credential_exp),
+        None => now.unix_timestamp() + lifetime,
+    };
     let claims = Claims {
         iss: pinfold_auth::jwt::ISSUER.into(),
         sub: principal.user.clone().unwrap_or_default(),
         aud: SERVICE.into(),
-        exp: now.unix_timestamp() + lifetime,
+        exp,
         nbf: now.unix_timestamp(),
         iat: now.unix_timestamp(),
         jti,
@@ -245,7 +251,7 @@ async fn issue_for(
     Json(json!({
         "token": token,
         "access_token": token,
-        "expires_in": lifetime,
+        "expires_in": exp - now.unix_timestamp(),
         "issued_at": issued_at,
     }))
     .into_response()

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use pinfold_meta::{JournalEntry, ManifestRecord, NewManifest, ReferrerRecord, TagMoveSource};
-use pinfold_oci::{Digest, Manifest, Reference, RepoName, Tag, MAX_MANIFEST_BYTES};
+use pinfold_oci::{Descriptor, Digest, Manifest, Reference, RepoName, Tag, MAX_MANIFEST_BYTES};
 
 use super::Registry;
 use crate::v2::error::{ErrorCode, OciError};
@@ -87,8 +87,9 @@ impl Registry {
     ///
     /// # Errors
     /// TAG_INVALID/DIGEST_INVALID for a bad reference or a digest that does not match,
-    /// MANIFEST_INVALID for bytes that are not a storable manifest, MANIFEST_BLOB_UNKNOWN when it
-    /// references a blob or child manifest `repo` does not have.
+    /// MANIFEST_INVALID for bytes that are not a storable manifest or a descriptor whose size is
+    /// not that of the stored blob or manifest, MANIFEST_BLOB_UNKNOWN when it references a blob
+    /// or child manifest `repo` does not have (`check_references`). Nothing is stored then.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -111,24 +112,7 @@ impl Registry {
         };
 
         let record = NewManifest::describe(repo, &digest, &manifest, bytes.len() as u64);
-        if let Some(missing) = self
-            .meta()
-            .missing_blobs(repo, &record.blobs)
-            .await?
-            .first()
-        {
-            return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
-                .detail(format!("blob {missing} is not in {repo}")));
-        }
-        if let Some(missing) = self
-            .meta()
-            .missing_manifests(repo, &record.children)
-            .await?
-            .first()
-        {
-            return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
-                .detail(format!("manifest {missing} is not in {repo}")));
-        }
+        self.check_references(repo, &manifest, &record).await?;
 
         // Refused here before the bytes are written, and again in the recording transaction
         // (a concurrent push may set the tag in between).
@@ -172,6 +156,77 @@ impl Registry {
             digest,
             subject: record.subject,
         })
+    }
+
+    /// Refuses a manifest whose references `repo` does not hold, or holds with another size
+    /// than the manifest's descriptor declares: one size lookup for the blobs (config and
+    /// layers, except foreign ones) and one for the manifests (index children and the subject).
+    ///
+    /// A subject need not be stored (referrers may be pushed before it), but when it is, its
+    /// size must match too. The recording transaction re-checks only presence: a digest's size
+    /// cannot change while it is stored.
+    ///
+    /// # Errors
+    /// MANIFEST_BLOB_UNKNOWN for a missing blob or child manifest, MANIFEST_INVALID naming the
+    /// first descriptor (`config`, `layers[i]`, `manifests[i]`, `subject`) whose size is wrong.
+    async fn check_references(
+        &self,
+        repo: &RepoName,
+        manifest: &Manifest,
+        record: &NewManifest,
+    ) -> Result<(), OciError> {
+        let blob_sizes = self.meta().blob_sizes(repo, &record.blobs).await?;
+        if let Some(missing) = record.blobs.iter().find(|d| !blob_sizes.contains_key(*d)) {
+            return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
+                .detail(format!("blob {missing} is not in {repo}")));
+        }
+        let blobs = manifest
+            .config
+            .iter()
+            .map(|d| ("config".to_owned(), d))
+            .chain(
+                manifest
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (format!("layers[{i}]"), d)),
+            );
+        for (field, d) in blobs.filter(|(_, d)| !d.is_foreign()) {
+            check_size(&field, d, "blob", blob_sizes.get(&d.digest))?;
+        }
+
+        let asked: Vec<Digest> = record
+            .children
+            .iter()
+            .chain(&record.subject)
+            .cloned()
+            .collect();
+        let manifest_sizes = self.meta().manifest_sizes(repo, &asked).await?;
+        if let Some(missing) = record
+            .children
+            .iter()
+            .find(|d| !manifest_sizes.contains_key(*d))
+        {
+            return Err(OciError::new(ErrorCode::ManifestBlobUnknown)
+                .detail(format!("manifest {missing} is not in {repo}")));
+        }
+        for (i, d) in manifest.manifests.iter().enumerate() {
+            check_size(
+                &format!("manifests[{i}]"),
+                d,
+                "manifest",
+                manifest_sizes.get(&d.digest),
+            )?;
+        }
+        if let Some(subject) = &manifest.subject {
+            check_size(
+                "subject",
+                subject,
+                "manifest",
+                manifest_sizes.get(&subject.digest),
+            )?;
+        }
+        Ok(())
     }
 
     /// Deletes a manifest by digest (and every tag on it), or only a tag.
@@ -237,5 +292,24 @@ impl Registry {
         tag: &Tag,
     ) -> Result<Vec<JournalEntry>, OciError> {
         Ok(self.meta().tag_history(repo, tag).await?)
+    }
+}
+
+/// MANIFEST_INVALID when the descriptor at `field` declares a size other than `stored`, the
+/// size of the stored `kind` ("blob" or "manifest"); nothing to check when it is not stored.
+fn check_size(
+    field: &str,
+    descriptor: &Descriptor,
+    kind: &str,
+    stored: Option<&u64>,
+) -> Result<(), OciError> {
+    match stored {
+        Some(&stored) if stored != descriptor.size => {
+            Err(OciError::new(ErrorCode::ManifestInvalid).detail(format!(
+                "{field} {} declares size {}, the stored {kind} has {stored} bytes",
+                descriptor.digest, descriptor.size
+            )))
+        }
+        _ => Ok(()),
     }
 }

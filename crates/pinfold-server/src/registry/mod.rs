@@ -35,6 +35,7 @@ struct Inner {
     meta: Meta,
     cache: ManifestCache,
     max_blob_bytes: Option<u64>,
+    max_upload_sessions_per_user: u32,
     mirror: Option<Mirror>,
     /// Retention, immutability and GC settings (`gc.rs`).
     rules: std::sync::OnceLock<gc::GcRules>,
@@ -43,20 +44,21 @@ struct Inner {
 }
 
 impl Registry {
-    /// A registry over `store` and `meta`, pulling through `mirror` for mirrored names.
+    /// A registry over `store` and `meta`, pulling through `mirror` for mirrored names, with
+    /// the cache size and upload limits of `config`.
     pub fn new(
         store: BlobStore,
         meta: Meta,
-        manifest_cache_bytes: usize,
-        max_blob_bytes: Option<u64>,
+        config: &crate::ServerConfig,
         mirror: Option<Mirror>,
     ) -> Registry {
         Registry {
             inner: Arc::new(Inner {
                 store,
                 meta,
-                cache: ManifestCache::new(manifest_cache_bytes),
-                max_blob_bytes,
+                cache: ManifestCache::new(config.manifest_cache_bytes),
+                max_blob_bytes: config.max_blob_bytes,
+                max_upload_sessions_per_user: config.max_upload_sessions_per_user,
                 mirror,
                 rules: std::sync::OnceLock::new(),
                 file_guard: gc::FileGuard::default(),

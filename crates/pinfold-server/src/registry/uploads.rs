@@ -8,6 +8,11 @@ use pinfold_store::{StoreError, UploadId};
 use super::Registry;
 use crate::v2::error::{ErrorCode, OciError};
 
+/// Repositories holding a blob that content discovery considers at most: the first one the
+/// caller may pull is the source. A blob in more repositories than this, none of the first
+/// ones readable by the caller, is uploaded again, which is always correct.
+const MAX_MOUNT_SOURCES: u32 = 1000;
+
 impl Registry {
     fn upload_unknown(id: &str) -> OciError {
         OciError::new(ErrorCode::BlobUploadUnknown).detail(format!("upload {id} is unknown"))
@@ -22,10 +27,24 @@ impl Registry {
         }
     }
 
-    /// Opens an upload session for `repo`.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId, OciError> {
+    /// Opens an upload session for `repo` on behalf of `owner` (see
+    /// [`crate::auth::Access::quota_owner`]).
+    ///
+    /// # Errors
+    /// TOOMANYREQUESTS when `owner` already holds `[server] max_upload_sessions_per_user`
+    /// open sessions (nothing is created).
+    pub async fn start_upload(&self, repo: &RepoName, owner: &str) -> Result<UploadId, OciError> {
         let id = self.store().create_upload().await?;
-        if let Err(e) = self.meta().create_upload(id.as_str(), repo).await {
+        let recorded = self
+            .meta()
+            .create_upload(
+                id.as_str(),
+                repo,
+                owner,
+                self.inner.max_upload_sessions_per_user,
+            )
+            .await;
+        if let Err(e) = recorded {
             let _ = self.store().cancel_upload(&id).await;
             return Err(e.into());
         }
@@ -33,17 +52,30 @@ impl Registry {
     }
 
     /// Links an existing blob into `repo` without sending it again: from `from` when given,
-    /// otherwise from any repository (the spec's automatic content discovery). `false` when the
-    /// blob is not available, and the client must upload it.
+    /// otherwise from any repository (the spec's automatic content discovery), in both cases
+    /// only from a repository `may_pull` accepts. `false` when the blob is not available to
+    /// the caller, and the client must upload it; the caller cannot tell "stored elsewhere"
+    /// from "stored nowhere".
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         from: Option<&RepoName>,
+        may_pull: impl Fn(&RepoName) -> bool,
     ) -> Result<bool, OciError> {
         let size = match from {
-            Some(from) => self.meta().repo_blob_size(from, digest).await?,
-            None => self.meta().any_blob_size(digest).await?,
+            Some(from) if may_pull(from) => self.meta().repo_blob_size(from, digest).await?,
+            Some(_) => None,
+            None => {
+                let holders = self
+                    .meta()
+                    .repositories_with_blob(digest, MAX_MOUNT_SOURCES)
+                    .await?;
+                holders
+                    .iter()
+                    .find(|(holder, _)| may_pull(holder))
+                    .map(|(_, size)| *size)
+            }
         };
         let Some(size) = size else { return Ok(false) };
         // GC must not delete the file between the check and the link (`gc.rs`).

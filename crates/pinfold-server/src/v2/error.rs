@@ -337,6 +337,14 @@ impl From<MetaError> for OciError {
             MetaError::TagImmutable { .. } => OciError::new(ErrorCode::Denied)
                 .detail(e.to_string())
                 .with_message(e.to_string()),
+            MetaError::TooManyUploads { .. } => OciError::new(ErrorCode::TooManyRequests)
+                .detail(format!(
+                    "{e}; finish or cancel (DELETE) some before opening more"
+                ))
+                .with_header(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("60"),
+                ),
             _ => OciError::internal(&e),
         }
     }
@@ -361,6 +369,17 @@ impl From<StoreError> for OciError {
                 .detail(e.to_string()),
             StoreError::BodyInterrupted(_) => {
                 OciError::new(ErrorCode::BlobUploadInvalid).detail(e.to_string())
+            }
+            // The object store failed after its client's retries: a passing condition the
+            // client may retry. The cause goes to the log only (it names the bucket).
+            StoreError::Object { .. } => {
+                tracing::warn!(error = %e, "object storage request failed");
+                OciError::new(ErrorCode::Unavailable)
+                    .detail("the blob store is unavailable; retry later")
+                    .with_header(
+                        axum::http::header::RETRY_AFTER,
+                        axum::http::HeaderValue::from_static("5"),
+                    )
             }
             _ => OciError::internal(&e),
         }

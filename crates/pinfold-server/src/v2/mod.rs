@@ -22,8 +22,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 
+use crate::auth::Access;
 use crate::registry::Registry;
 use error::{ErrorCode, OciError};
+use pinfold_auth::Action;
 use route::V2Route;
 
 /// Header every `/v2/` answer carries; Docker clients check it on `/v2/`.
@@ -138,7 +140,17 @@ async fn resolve_repository(
     let ns = namespace_param(&parts.uri);
     if let Some(repo) = route.repo_mut() {
         if read {
-            *repo = registry.pull_name(repo.clone(), ns.as_deref()).await?;
+            let asked = repo.clone();
+            *repo = registry.pull_name(asked.clone(), ns.as_deref()).await?;
+            // The middleware checked the name asked; an alias reads another repository, whose
+            // pull the rules must grant too (issue 16).
+            let allowed = parts.extensions.get::<Access>().is_some_and(|access| {
+                access.allows_alias(asked.as_str(), repo.as_str(), Action::Pull)
+            });
+            if !allowed {
+                return Err(OciError::new(ErrorCode::Denied)
+                    .detail(format!("{asked} means {repo} here, which you may not pull")));
+            }
         } else {
             registry.check_writable(repo)?;
         }

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use pinfold_oci::{Digest, RepoName};
 
 use super::error::{ErrorCode, OciError};
+use crate::auth::Access;
 use crate::registry::Registry;
+use pinfold_auth::Action;
 
 const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -184,17 +186,27 @@ pub async fn start(
     body: Body,
 ) -> Result<Response, OciError> {
     let query = query(parts)?;
+    let access = parts.extensions.get::<Access>().ok_or_else(|| {
+        OciError::internal(&"an upload request reached its handler without the auth layer")
+    })?;
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
         let from = match query.get("from") {
             Some(from) => Some(from.parse::<RepoName>().map_err(OciError::from)?),
             None => None,
         };
-        if registry.mount_blob(repo, &digest, from.as_ref()).await? {
+        // Only repositories the caller may pull are sources (issue 16): a mount must not read
+        // what a GET could not.
+        let may_pull = |source: &RepoName| access.allows(source.as_str(), Action::Pull);
+        if registry
+            .mount_blob(repo, &digest, from.as_ref(), may_pull)
+            .await?
+        {
             return created(repo, &digest);
         }
-        // distribution-spec: when the mount cannot be done, the registry opens an ordinary
-        // upload session instead (202).
+        // distribution-spec: when the mount cannot be done (nothing to mount, or nothing the
+        // caller may read), the registry opens an ordinary upload session instead (202), the
+        // same answer either way.
     } else if query.contains_key("digest") {
         let digest = parse_digest(query.get("digest"))?;
         registry
@@ -202,7 +214,7 @@ pub async fn start(
             .await?;
         return created(repo, &digest);
     }
-    let id = registry.start_upload(repo).await?;
+    let id = registry.start_upload(repo, &access.quota_owner()).await?;
     session_response(StatusCode::ACCEPTED, repo, id.as_str(), 0)
 }
 

@@ -114,7 +114,7 @@ mod tests {
         .await
         .unwrap();
         let repo: pinfold_oci::RepoName = "team/app".parse().unwrap();
-        let idle = registry.start_upload(&repo).await.unwrap();
+        let idle = registry.start_upload(&repo, "user:t").await.unwrap();
 
         // Nothing is idle for a day yet.
         let keep_all = UploadJanitor::new(

@@ -11,14 +11,14 @@ use serde_json::{json, Value};
 
 use crate::harness::{header, Image, TestServer, OCI_MANIFEST};
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
 }
 
-fn user(name: &str, password: &str, groups: &[&str]) -> UserConfig {
+pub(crate) fn user(name: &str, password: &str, groups: &[&str]) -> UserConfig {
     UserConfig {
         name: name.into(),
         // Cost 4 keeps the tests fast; production hashes come from `htpasswd -B` (cost 5+).
@@ -27,7 +27,7 @@ fn user(name: &str, password: &str, groups: &[&str]) -> UserConfig {
     }
 }
 
-fn rule(
+pub(crate) fn rule(
     repos: &str,
     users: &[&str],
     groups: &[&str],
@@ -45,7 +45,7 @@ fn rule(
 
 /// admin (group `admins`: admin on everything) and alice (pull and push on `alice_repos`),
 /// then the `more` rules.
-fn admin_and_alice(alice_repos: &str, more: Vec<PermissionRule>) -> AuthSettings {
+pub(crate) fn admin_and_alice(alice_repos: &str, more: Vec<PermissionRule>) -> AuthSettings {
     let mut permissions = vec![
         rule("*", &[], &["admins"], &[Action::Admin], false),
         rule(
@@ -75,7 +75,7 @@ async fn server() -> TestServer {
     TestServer::start_with_auth(settings, Some(basic("admin", "adminpw"))).await
 }
 
-fn raw() -> Client {
+pub(crate) fn raw() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -315,7 +315,7 @@ async fn every_endpoint_refuses_missing_wrong_and_small_credentials_and_changes_
     assert!(!all.to_string().contains("alicepw"));
 }
 
-async fn registry_token(
+pub(crate) async fn registry_token(
     server: &TestServer,
     auth: Option<String>,
     scopes: &[&str],
@@ -332,7 +332,7 @@ async fn registry_token(
     (status, resp.json().await.unwrap())
 }
 
-fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     let body = token.split('.').nth(1).unwrap();
     serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -617,7 +617,7 @@ async fn apt_uploads_take_deploy_keys_and_user_credentials() {
     let created: Value = client
         .post(format!("{}/api/v1/tokens", server.base))
         .header("authorization", basic("alice", "alicepw"))
-        .json(&json!({"scope": "repository:apt/*:pull"}))
+        .json(&json!({"scope": "repository:apt/ci:pull"}))
         .send()
         .await
         .unwrap()
@@ -628,7 +628,7 @@ async fn apt_uploads_take_deploy_keys_and_user_credentials() {
     let created: Value = client
         .post(format!("{}/api/v1/tokens", server.base))
         .header("authorization", basic("alice", "alicepw"))
-        .json(&json!({"scope": "repository:apt/*:pull,push"}))
+        .json(&json!({"scope": "repository:apt/ci:pull,push"}))
         .send()
         .await
         .unwrap()
@@ -930,4 +930,186 @@ async fn no_users_refuses_a_non_loopback_address_unless_insecure_open() {
         ..Default::default()
     });
     server.run(async {}).await.unwrap();
+}
+
+/// Issue 16: `X-Checksum-Deploy` reuses a stored file only when the caller may pull a
+/// repository holding it. alice may push to `apt/team` (and pull it, and `team/*`); a `.deb`
+/// the admin uploaded to `apt/secret`, or pushed as a blob into the OCI repository
+/// `private/img`, is a checksum she gets the 404 of a checksum nobody has for, with the same
+/// body, and nothing is listed. Files she may pull (an APT package of `apt/team`, a blob of
+/// `team/debs`) still deploy by checksum (201). A deploy key may pull nothing: always the 404.
+#[tokio::test]
+async fn issue_16_checksum_deploy_reuses_only_files_the_caller_may_pull() {
+    use sha2::Digest as _;
+    let more = vec![rule(
+        "team/*",
+        &["alice"],
+        &[],
+        &[Action::Pull, Action::Push],
+        false,
+    )];
+    let settings = admin_and_alice("apt/team", more);
+    let server = TestServer::start_with_auth_and(settings, Some(basic("admin", "adminpw")), |c| {
+        c.apt_deploy_keys = vec!["ci-deploy-key".into()]
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut debs = Vec::new();
+    for name in ["secret", "hidden", "teampkg", "ocipkg"] {
+        let path = crate::apt::build_deb(tmp.path(), name, "1.0", "all", None).await;
+        let bytes = std::fs::read(path).unwrap();
+        let sha = crate::apt::hex(&sha2::Sha256::digest(&bytes));
+        debs.push((bytes, sha));
+    }
+    let [secret, hidden, teampkg, ocipkg] = <[(Vec<u8>, String); 4]>::try_from(debs).unwrap();
+    let unknown = "1".repeat(64);
+    let client = raw();
+    let alice = basic("alice", "alicepw");
+    let put = |repo: &str, file: &str, dist: &str| {
+        client.put(format!(
+            "{}/artifactory/{repo}/pool/{file}{}",
+            server.base,
+            crate::apt::matrix(dist, "main", "all")
+        ))
+    };
+
+    // The admin's private files: an APT package, and an OCI blob.
+    let resp = put("secret", "secret.deb", "stable")
+        .header("authorization", basic("admin", "adminpw"))
+        .body(secret.0.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    server.push_blob("private/img", &hidden.0).await;
+
+    // Alice's checksum deploys of them answer as for a checksum nobody has.
+    let checksum_deploy = |sha: &str, file: &str, dist: &str, credential: (&str, String)| {
+        put("team", file, dist)
+            .header(credential.0, credential.1)
+            .header("X-Checksum-Deploy", "true")
+            .header("X-Checksum-Sha256", sha)
+            .send()
+    };
+    let mut answers = Vec::new();
+    for (n, sha) in [&secret.1, &hidden.1, &unknown].into_iter().enumerate() {
+        let file = format!("stolen{n}.deb");
+        let resp = checksum_deploy(sha, &file, "stolen", ("authorization", alice.clone()))
+            .await
+            .unwrap();
+        let body =
+            crate::apt::assert_apt_error(resp, StatusCode::NOT_FOUND, "Checksum deploy failed")
+                .await;
+        answers.push(body.to_string().replace(sha.as_str(), "<sha256>"));
+    }
+    assert_eq!(
+        answers[0], answers[2],
+        "a private APT package is not confirmed"
+    );
+    assert_eq!(
+        answers[1], answers[2],
+        "a private OCI blob is not confirmed"
+    );
+
+    // What she may pull deploys by checksum: a package of apt/team, a blob of team/debs.
+    let resp = put("team", "teampkg.deb", "stable")
+        .header("authorization", alice.clone())
+        .body(teampkg.0.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = checksum_deploy(
+        &teampkg.1,
+        "again.deb",
+        "testing",
+        ("authorization", alice.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    // The same file as a blob of an OCI repository she may pull.
+    let location = client
+        .post(format!("{}/v2/team/debs/blobs/uploads/", server.base))
+        .header("authorization", alice.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location.status(), StatusCode::ACCEPTED);
+    let location = server.resolve(&header(&location, "location").unwrap());
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = client
+        .put(format!("{location}{sep}digest=sha256:{}", ocipkg.1))
+        .header("authorization", alice.clone())
+        .body(ocipkg.0.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = checksum_deploy(
+        &ocipkg.1,
+        "ocipkg.deb",
+        "testing",
+        ("authorization", alice.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{}",
+        resp.text().await.unwrap()
+    );
+
+    // A deploy key may read nothing: even a file of apt/team is the unknown checksum's 404.
+    let resp = checksum_deploy(
+        &teampkg.1,
+        "bykey.deb",
+        "keyed",
+        ("X-JFrog-Art-Api", "ci-deploy-key".into()),
+    )
+    .await
+    .unwrap();
+    let body =
+        crate::apt::assert_apt_error(resp, StatusCode::NOT_FOUND, "Checksum deploy failed").await;
+    assert_eq!(body.to_string().replace(&teampkg.1, "<sha256>"), answers[2]);
+
+    // Nothing of the refused deploys is listed or served; the accepted ones are.
+    for (file, want) in [
+        ("stolen0.deb", StatusCode::NOT_FOUND),
+        ("stolen1.deb", StatusCode::NOT_FOUND),
+        ("stolen2.deb", StatusCode::NOT_FOUND),
+        ("bykey.deb", StatusCode::NOT_FOUND),
+        ("again.deb", StatusCode::OK),
+        ("ocipkg.deb", StatusCode::OK),
+    ] {
+        let resp = client
+            .get(format!("{}/artifactory/team/pool/{file}", server.base))
+            .header("authorization", alice.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "{file}");
+    }
+    for dist in ["stolen", "keyed"] {
+        let resp = client
+            .get(format!(
+                "{}/apt/team/dists/{dist}/main/binary-all/Packages",
+                server.base
+            ))
+            .header("authorization", alice.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_FOUND,
+            "{dist} is not published"
+        );
+    }
 }

@@ -101,6 +101,17 @@ impl TestServer {
         TestServer::start_full(dir, config, MirrorConfig::default(), (auth, authorization)).await
     }
 
+    /// A server with users and permissions that mirrors `mirror`'s upstreams.
+    pub async fn start_with_auth_and_mirror(
+        auth: AuthSettings,
+        authorization: Option<String>,
+        mirror: MirrorConfig,
+    ) -> TestServer {
+        let config = configured(|_| {});
+        let dir = tempfile::tempdir().expect("create a temporary data directory");
+        TestServer::start_full(dir, config, mirror, (auth, authorization)).await
+    }
+
     async fn start_in(dir: TempDir, config: ServerConfig, mirror: MirrorConfig) -> TestServer {
         TestServer::start_full(dir, config, mirror, (AuthSettings::default(), None)).await
     }

@@ -12,6 +12,8 @@ mod auth;
 mod base;
 mod blobs;
 mod catalog;
+mod cross_repository;
+mod derived_credentials;
 mod errors;
 mod gc;
 mod history;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::harness::{
     assert_error, assert_head_error, descriptor, header, oci_manifest, random_bytes, sha256,
     sha512, Image, TestServer, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 
 /// GETs a manifest and asserts 200 with exactly `bytes`, `media_type` and the digest headers.
@@ -573,4 +573,290 @@ async fn manifest_sent_without_a_length_is_stored() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_manifest(&server, "chunkedput", "v1", OCI_MANIFEST, &image.manifest).await;
+}
+
+// Issue 16, item 4: a descriptor whose size disagrees with the stored blob or manifest is refused
+// with 400 MANIFEST_INVALID naming the descriptor, and nothing is stored.
+
+/// PUTs `bytes` under `tag` and then by digest, asserts both are 400 MANIFEST_INVALID whose
+/// detail names `field`, the descriptor's digest and both sizes, and that nothing was stored: the
+/// tag and the digest do not resolve and the manifest's bytes are not on disk.
+async fn assert_size_refused(
+    server: &TestServer,
+    repo: &str,
+    tag: &str,
+    bytes: &[u8],
+    field: &str,
+    wrong: &Value,
+    true_size: usize,
+) {
+    let digest = sha256(bytes);
+    let body: Value = serde_json::from_slice(bytes).expect("manifest JSON");
+    let media_type = body["mediaType"]
+        .as_str()
+        .expect("mediaType in the manifest");
+    for reference in [tag.to_owned(), digest.to_string()] {
+        let resp = server
+            .put_manifest(repo, &reference, media_type, bytes)
+            .await;
+        let envelope = assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+        let detail = envelope["errors"][0]["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a text detail: {envelope}"));
+        let declared = wrong["size"].as_u64().expect("declared size");
+        let descriptor_digest = wrong["digest"].as_str().expect("descriptor digest");
+        assert!(
+            detail.starts_with(&format!("{field} {descriptor_digest} ")),
+            "detail names {field} and its digest: {detail}"
+        );
+        assert!(
+            detail.contains(&format!("declares size {declared},"))
+                && detail.contains(&format!("has {true_size} bytes")),
+            "detail gives both sizes ({declared} declared, {true_size} stored): {detail}"
+        );
+    }
+    assert_no_manifest(server, repo, tag).await;
+    assert_no_manifest(server, repo, digest.as_str()).await;
+    assert!(
+        !pinfold_store::BlobStore::open(server.data_dir())
+            .expect("open the store")
+            .blob_path(&digest)
+            .exists(),
+        "the refused manifest's bytes are not stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_layer_with_a_wrong_size_is_manifest_invalid() {
+    let server = TestServer::start().await;
+    let image = Image::random();
+    server.push_image_blobs("sizes/layer", &image).await;
+    let layer = random_bytes(200);
+    server.push_blob("sizes/layer", &layer).await;
+
+    let mut wrong = descriptor(OCI_LAYER, &layer);
+    wrong["size"] = json!(999_999);
+    let bytes = oci_manifest(descriptor(OCI_CONFIG, &image.config), vec![wrong.clone()]);
+    assert_size_refused(
+        &server,
+        "sizes/layer",
+        "v1",
+        &bytes,
+        "layers[0]",
+        &wrong,
+        200,
+    )
+    .await;
+
+    // The third layer, too small, in a Docker manifest; an existing tag does not move.
+    let good = server
+        .push_manifest("sizes/layer", "v2", OCI_MANIFEST, &image.manifest)
+        .await;
+    let mut wrong = descriptor(DOCKER_LAYER, &layer);
+    wrong["size"] = json!(199);
+    let bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": descriptor(DOCKER_CONFIG, &image.config),
+        "layers": [
+            descriptor(DOCKER_LAYER, &image.layers[0]),
+            descriptor(DOCKER_LAYER, &image.layers[1]),
+            wrong,
+        ],
+    }))
+    .unwrap();
+    let resp = server
+        .put_manifest("sizes/layer", "v2", DOCKER_MANIFEST, &bytes)
+        .await;
+    let envelope = assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    let detail = envelope["errors"][0]["detail"].as_str().unwrap();
+    assert_eq!(
+        detail,
+        format!(
+            "layers[2] {} declares size 199, the stored blob has 200 bytes",
+            sha256(&layer)
+        )
+    );
+    assert_manifest(&server, "sizes/layer", "v2", OCI_MANIFEST, &image.manifest).await;
+    assert_eq!(
+        header(
+            &server
+                .head("/v2/sizes/layer/manifests/v2")
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap(),
+            "docker-content-digest"
+        ),
+        Some(good.to_string()),
+        "the tag still names the earlier manifest"
+    );
+    assert_no_manifest(&server, "sizes/layer", sha256(&bytes).as_str()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_config_with_a_wrong_size_is_manifest_invalid() {
+    let server = TestServer::start().await;
+    let image = Image::random();
+    server.push_image_blobs("sizes/config", &image).await;
+
+    let mut wrong = descriptor(OCI_CONFIG, &image.config);
+    wrong["size"] = json!(image.config.len() + 1);
+    let bytes = oci_manifest(
+        wrong.clone(),
+        image
+            .layers
+            .iter()
+            .map(|l| descriptor(OCI_LAYER, l))
+            .collect(),
+    );
+    assert_size_refused(
+        &server,
+        "sizes/config",
+        "v1",
+        &bytes,
+        "config",
+        &wrong,
+        image.config.len(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_index_child_with_a_wrong_size_is_manifest_invalid() {
+    let server = TestServer::start().await;
+    let (amd64, arm64) = (Image::random(), Image::random());
+    for image in [&amd64, &arm64] {
+        server.push_image_blobs("sizes/index", image).await;
+        server
+            .push_manifest(
+                "sizes/index",
+                image.digest.as_str(),
+                OCI_MANIFEST,
+                &image.manifest,
+            )
+            .await;
+    }
+
+    let mut wrong = arm64.descriptor();
+    wrong["size"] = json!(arm64.manifest.len() - 1);
+    for media_type in [OCI_INDEX, DOCKER_MANIFEST_LIST] {
+        let bytes = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "manifests": [amd64.descriptor(), wrong],
+        }))
+        .unwrap();
+        assert_size_refused(
+            &server,
+            "sizes/index",
+            "multi",
+            &bytes,
+            "manifests[1]",
+            &wrong,
+            arm64.manifest.len(),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_stored_subject_with_a_wrong_size_is_manifest_invalid() {
+    let server = TestServer::start().await;
+    let image = server.push_image("sizes/subject", "v1").await;
+    let empty = b"{}";
+    server.push_blob("sizes/subject", empty).await;
+
+    let mut wrong = image.descriptor();
+    wrong["size"] = json!(image.manifest.len() * 2);
+    let bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.sbom",
+        "config": descriptor(OCI_EMPTY, empty),
+        "layers": [],
+        "subject": wrong,
+    }))
+    .unwrap();
+    assert_size_refused(
+        &server,
+        "sizes/subject",
+        "sbom",
+        &bytes,
+        "subject",
+        &wrong,
+        image.manifest.len(),
+    )
+    .await;
+    let referrers = server
+        .get_json(&format!("/v2/sizes/subject/referrers/{}", image.digest))
+        .await;
+    assert_eq!(
+        referrers["manifests"],
+        json!([]),
+        "the refused artifact is no referrer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_true_sizes_still_push() {
+    let server = TestServer::start().await;
+    let repo = "sizes/good";
+    let image = server.push_image(repo, "v1").await;
+    let docker = push_docker_image_blobs(&server, repo).await;
+    server
+        .push_manifest(repo, "docker", DOCKER_MANIFEST, &docker)
+        .await;
+
+    // A foreign layer is not required to be stored, so its size is not checked.
+    let foreign = json!({
+        "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar",
+        "digest": sha256(b"elsewhere").to_string(),
+        "size": 123_456_789,
+        "urls": ["https://example.invalid/layer"],
+    });
+    let with_foreign = oci_manifest(
+        descriptor(OCI_CONFIG, &image.config),
+        vec![descriptor(OCI_LAYER, &image.layers[0]), foreign],
+    );
+    server
+        .push_manifest(repo, "foreign", OCI_MANIFEST, &with_foreign)
+        .await;
+
+    let index = index_of(
+        OCI_INDEX,
+        &[
+            (OCI_MANIFEST, &image.manifest, "amd64"),
+            (DOCKER_MANIFEST, &docker, "arm64"),
+        ],
+    );
+    server.push_manifest(repo, "multi", OCI_INDEX, &index).await;
+    assert_manifest(&server, repo, "multi", OCI_INDEX, &index).await;
+
+    // A stored subject of the true size, and a subject not stored (any size: referrers may come
+    // first).
+    let empty = b"{}";
+    server.push_blob(repo, empty).await;
+    for subject in [
+        image.descriptor(),
+        json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": sha256(b"not pushed yet").to_string(),
+            "size": 42,
+        }),
+    ] {
+        let bytes = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sbom",
+            "config": descriptor(OCI_EMPTY, empty),
+            "layers": [],
+            "subject": subject,
+        }))
+        .unwrap();
+        let digest = server
+            .push_manifest(repo, &sha256(&bytes).to_string(), OCI_MANIFEST, &bytes)
+            .await;
+        assert_manifest(&server, repo, digest.as_str(), OCI_MANIFEST, &bytes).await;
+    }
 }

@@ -1361,3 +1361,155 @@ async fn a_stalled_cold_pull_resumes_from_the_fetched_file() {
     assert_eq!(sha256(&received), sha256(&big));
     assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), 1);
 }
+
+/// Pulls `path` and returns the error envelope with `digest` blanked out, after checking the
+/// status and code: what a client learns from the answer, beyond the digest it asked for.
+async fn blob_unknown_answer(mirror: &TestServer, path: &str, digest: &str) -> String {
+    let resp = mirror.get(path).send().await.unwrap();
+    let envelope = assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    envelope.to_string().replace(digest, "<digest>")
+}
+
+/// Issue 16: a blob the store holds for a private local repository is not served through a
+/// mirrored name whose upstream does not have it. GET and HEAD answer 404 BLOB_UNKNOWN with the
+/// body of a digest stored nowhere, and nothing is linked; a blob the upstream has is still
+/// served (once fetched, then locally), from the stored bytes when the store has them.
+#[tokio::test]
+async fn issue_16_mirror_serves_a_stored_blob_only_if_its_upstream_has_it() {
+    let upstream = TestServer::start().await;
+    let public = random_bytes(5000);
+    let public_digest = upstream.push_blob("org/app", &public).await;
+    let shared = random_bytes(6000);
+    let shared_digest = upstream.push_blob("org/app", &shared).await;
+    let proxy = Proxy::start(&upstream).await;
+    let mirror = TestServer::start_mirror(mirror_of(vec![upstream_config(
+        "up",
+        proxy.addr,
+        TagPolicy::Pin,
+    )]))
+    .await;
+    // Pushed into local repositories of the mirroring server; the upstream never saw `private`.
+    let private = random_bytes(4000);
+    let private_digest = mirror.push_blob("team/secret", &private).await;
+    mirror.push_blob("team/secret", &shared).await;
+    let nowhere = sha256(&random_bytes(4000));
+
+    for repo in ["org/anything", "org/app"] {
+        let stored = blob_unknown_answer(
+            &mirror,
+            &format!("/v2/up/{repo}/blobs/{private_digest}"),
+            private_digest.as_str(),
+        )
+        .await;
+        let unknown = blob_unknown_answer(
+            &mirror,
+            &format!("/v2/up/{repo}/blobs/{nowhere}"),
+            nowhere.as_str(),
+        )
+        .await;
+        assert_eq!(stored, unknown, "through up/{repo}");
+        for digest in [&private_digest, &nowhere] {
+            let resp = mirror
+                .head(&format!("/v2/up/{repo}/blobs/{digest}"))
+                .send()
+                .await
+                .unwrap();
+            assert_head_error(resp, StatusCode::NOT_FOUND).await;
+        }
+    }
+    // Nothing was linked: asked again, the same answer; the owner still reads it.
+    let again = mirror
+        .get(&format!("/v2/up/org/app/blobs/{private_digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(again, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    let own = mirror
+        .get(&format!("/v2/team/secret/blobs/{private_digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.bytes().await.unwrap(), private);
+
+    // What the upstream has is served: fetched once, then from the store.
+    let gets = proxy.state.blob_gets.load(Ordering::SeqCst);
+    for _ in 0..2 {
+        let resp = mirror
+            .get(&format!("/v2/up/org/app/blobs/{public_digest}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.bytes().await.unwrap(), public);
+        eventually("the fetched blob is stored", || {
+            mirror.leftovers().is_empty()
+        })
+        .await;
+    }
+    assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), gets + 1);
+    // Stored already and confirmed by the upstream: served from the store, no GET upstream.
+    let resp = mirror
+        .get(&format!("/v2/up/org/app/blobs/{shared_digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap(), shared);
+    assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), gets + 1);
+}
+
+/// Issue 16: a request for one mirrored repository does not follow a fetch in flight for
+/// another unless its own upstream repository has the blob; when it does, it follows that
+/// fetch (still one upstream GET).
+#[tokio::test]
+async fn issue_16_mirror_follows_another_repositorys_fetch_only_if_its_upstream_has_it() {
+    let upstream = TestServer::start().await;
+    let blob = random_bytes(64 * 1024);
+    let digest = upstream.push_blob("org/app", &blob).await;
+    upstream.push_blob("org/copy", &blob).await;
+    let proxy = Proxy::start(&upstream).await;
+    let mirror = TestServer::start_mirror(mirror_of(vec![upstream_config(
+        "up",
+        proxy.addr,
+        TagPolicy::Pin,
+    )]))
+    .await;
+    // What a digest stored nowhere gets (its fetch asks the upstream once).
+    let unknown = sha256(&random_bytes(100));
+    let nowhere = blob_unknown_answer(
+        &mirror,
+        &format!("/v2/up/org/other/blobs/{unknown}"),
+        unknown.as_str(),
+    )
+    .await;
+    // The first fetch takes about 3.2 s (8 pieces, 400 ms apart).
+    proxy.state.slow_blobs.store(true, Ordering::SeqCst);
+    let first = mirror.get(&format!("/v2/up/org/app/blobs/{digest}")).send();
+    let first = tokio::spawn(async move {
+        let resp = first.await.unwrap();
+        (resp.status(), resp.bytes().await.unwrap())
+    });
+    eventually("the first fetch started", || {
+        proxy.state.blob_gets.load(Ordering::SeqCst) == 2
+    })
+    .await;
+
+    let refused = blob_unknown_answer(
+        &mirror,
+        &format!("/v2/up/org/other/blobs/{digest}"),
+        digest.as_str(),
+    )
+    .await;
+    assert_eq!(refused, nowhere);
+    let joined = mirror
+        .get(&format!("/v2/up/org/copy/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), StatusCode::OK);
+    assert_eq!(joined.bytes().await.unwrap(), blob);
+    let (status, body) = first.await.unwrap();
+    assert_eq!((status, body), (StatusCode::OK, blob.into()));
+    // One GET of the blob (the unknown digest's fetch is the other).
+    assert_eq!(proxy.state.blob_gets.load(Ordering::SeqCst), 2);
+}

@@ -143,6 +143,7 @@ async fn open_data_dir(
             ..Overrides::default()
         },
     )?;
+    refuse_object_storage(&config)?;
     let data_dir = config.data_dir.clone();
     let meta = if config.meta.postgres_url.is_some() {
         config.meta.open(&data_dir).await?
@@ -159,6 +160,19 @@ async fn open_data_dir(
     let store = BlobStore::open(&data_dir)
         .with_context(|| format!("opening the blob store in {}", data_dir.display()))?;
     Ok((data_dir, meta, store))
+}
+
+/// Backups, restores and verification read and write blob files in the data directory; with
+/// `[storage] backend = "s3"` the blobs are elsewhere, and a backup that silently lacked them
+/// would be worse than none.
+fn refuse_object_storage(config: &Config) -> anyhow::Result<()> {
+    if config.storage.backend == pinfold_store::StorageBackend::S3 {
+        bail!(
+            "[storage] backend = \"s3\": backup, restore and verify of object storage are not \
+             supported yet (the bucket's own versioning or replication is the safeguard meanwhile)"
+        );
+    }
+    Ok(())
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -239,6 +253,7 @@ pub async fn restore(args: RestoreArgs, config_file: Option<&Path>) -> anyhow::R
             ..Overrides::default()
         },
     )?;
+    refuse_object_storage(&config)?;
     if args.repair {
         // A PostgreSQL instance's data directory has no meta.db; its blobs are what is repaired.
         if config.meta.postgres_url.is_none() && !args.data_dir.join("meta.db").is_file() {

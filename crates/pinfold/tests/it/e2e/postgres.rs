@@ -15,10 +15,11 @@ const POSTGRES_URL: &str = "PINFOLD_META_POSTGRES_URL";
 const HISTORY: &str = "/api/v1/repositories/team/pg/tags/1/history";
 
 /// A fresh database on the cluster behind `base_url`, dropped on drop.
-struct ScratchDatabase {
+pub(crate) struct ScratchDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    /// The scratch database's URL.
+    pub(crate) url: String,
 }
 
 impl ScratchDatabase {
@@ -64,7 +65,7 @@ async fn psql(url: &str, sql: &str) {
 
 /// A scratch database on the PostgreSQL server of `TEST_PINFOLD_POSTGRES_URL`; `None` (the
 /// test skips) when that is not set, which CI does not allow.
-async fn scratch_database() -> Option<ScratchDatabase> {
+pub(crate) async fn scratch_database() -> Option<ScratchDatabase> {
     let Ok(base_url) = std::env::var("TEST_PINFOLD_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),

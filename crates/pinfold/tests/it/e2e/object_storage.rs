@@ -1,0 +1,289 @@
+//! `pinfold serve` with its blobs in S3-compatible object storage (`[storage] backend = "s3"`),
+//! on Garage (issue 17): skopeo pushes and pulls with every digest unchanged and no blob on the
+//! local disk; two servers sharing the bucket and a PostgreSQL database carry one chunked upload
+//! between them, also when the one that began it is killed; a store that cannot be used stops
+//! `pinfold serve` at start with one line.
+//!
+//! Needs `TEST_PINFOLD_S3_*` (scripts/test starts Garage with `scripts/garage` and sets them)
+//! and, for the two-server test, `TEST_PINFOLD_POSTGRES_URL`. Without them the tests say they
+//! are skipped, except under CI, where they fail.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::e2e::postgres::scratch_database;
+use crate::harness::{
+    read_oci_layout_blob, require_tool, walk_files, write_oci_layout, Image, ImageFormat,
+    RegistryClient, Rng, TestServer, Tool,
+};
+
+/// `PINFOLD_STORAGE_*` for the Garage of `TEST_PINFOLD_S3_*`, under a prefix of this test's
+/// own; `None` (the test skips) when the variables are not set, which CI does not allow.
+fn storage_env(test: &str) -> Option<Vec<(String, String)>> {
+    let var = |name: &str| std::env::var(format!("TEST_PINFOLD_S3_{name}")).ok();
+    let Some(endpoint) = var("ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide TEST_PINFOLD_S3_ENDPOINT (scripts/garage)"
+        );
+        eprintln!("e2e::object_storage::{test}: skipped: TEST_PINFOLD_S3_ENDPOINT not set");
+        return None;
+    };
+    let prefix = format!("e2e/{test}-{}-{}", std::process::id(), Rng::new().token());
+    Some(vec![
+        ("PINFOLD_STORAGE_BACKEND".into(), "s3".into()),
+        ("PINFOLD_STORAGE_ENDPOINT".into(), endpoint),
+        (
+            "PINFOLD_STORAGE_BUCKET".into(),
+            var("BUCKET").expect("bucket"),
+        ),
+        (
+            "PINFOLD_STORAGE_REGION".into(),
+            var("REGION").expect("region"),
+        ),
+        ("PINFOLD_STORAGE_PREFIX".into(), prefix),
+        (
+            "PINFOLD_STORAGE_ACCESS_KEY_ID".into(),
+            var("ACCESS_KEY_ID").expect("key id"),
+        ),
+        (
+            "PINFOLD_STORAGE_SECRET_ACCESS_KEY".into(),
+            var("SECRET_ACCESS_KEY").expect("secret"),
+        ),
+    ])
+}
+
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Files (not directories) under the server's data directory that hold blob bytes.
+fn local_blob_files(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    let blobs = data_dir.join("blobs");
+    if !blobs.exists() {
+        return Vec::new();
+    }
+    walk_files(&blobs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_pushes_and_pulls_through_object_storage_with_digests_unchanged() {
+    let Some(env) = storage_env("skopeo") else {
+        return;
+    };
+    let skopeo = require_tool("skopeo", "skopeo");
+    let mut server = TestServer::start_with_env(&as_refs(&env)).await;
+    let mut rng = Rng::new();
+    // Layers over 8 MiB go through S3 multipart uploads.
+    let image = Image::random(&mut rng, ImageFormat::Oci, "amd64", 3, 9 * 1024 * 1024);
+    let scratch = tempfile::tempdir().unwrap();
+    let source = scratch.path().join("source");
+    let blobs: Vec<_> = std::iter::once(&image.config)
+        .chain(image.layers.iter())
+        .collect();
+    write_oci_layout(&source, "1", &image.manifest, blobs.iter().copied());
+    let dest = format!("docker://{}/team/s3:1", server.host_port());
+    let copy = |src: String, dst: String| {
+        Tool::new(skopeo.clone())
+            .arg("--insecure-policy")
+            .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+            .arg("--preserve-digests")
+            .args([src, dst])
+            .timeout(Duration::from_secs(120))
+            .run_ok()
+    };
+    copy(format!("oci:{}:1", source.display()), dest.clone()).await;
+    assert!(
+        local_blob_files(server.data_dir()).is_empty(),
+        "no blob bytes on the local disk: {:?}",
+        local_blob_files(server.data_dir())
+    );
+
+    // After a restart (nothing in memory), everything comes back byte for byte.
+    server.restart().await;
+    let back = scratch.path().join("back");
+    let dest = format!("docker://{}/team/s3:1", server.host_port());
+    copy(dest, format!("oci:{}:1", back.display())).await;
+    for blob in blobs.iter().chain(std::iter::once(&&image.manifest)) {
+        assert!(
+            read_oci_layout_blob(&back, &blob.digest) == blob.bytes,
+            "{} came back with other bytes",
+            blob.digest
+        );
+    }
+    // Ranges are served from the store too.
+    let registry = RegistryClient::new(server.client().clone(), &server.url());
+    let layer = &image.layers[0];
+    let ranged = server
+        .client()
+        .get(format!(
+            "{}/v2/team/s3/blobs/{}",
+            server.url(),
+            layer.digest
+        ))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.unwrap(), &layer.bytes[100..200]);
+    let fetched = registry
+        .get_manifest("team/s3", "1")
+        .await
+        .expect("manifest");
+    assert_eq!(fetched.body, image.manifest.bytes);
+}
+
+/// Two servers over one bucket and one PostgreSQL database: an upload begun on one continues
+/// on the other (no sticky sessions), also after the first was killed with SIGKILL, and what
+/// one wrote the other serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_upload_moves_between_servers_sharing_the_bucket_and_database() {
+    let Some(mut env) = storage_env("replicas") else {
+        return;
+    };
+    let Some(database) = scratch_database().await else {
+        return;
+    };
+    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
+    let mut first = TestServer::start_with_env(&as_refs(&env)).await;
+    let second = TestServer::start_with_env(&as_refs(&env)).await;
+    let client = first.client().clone();
+    let mut rng = Rng::new();
+    let image = Image::random(&mut rng, ImageFormat::Oci, "amd64", 1, 3 * 1024 * 1024);
+    let layer = &image.layers[0];
+    let third = layer.bytes.len() / 3;
+
+    // POST and the first chunk on the first server.
+    let started = client
+        .post(format!("{}/v2/team/moved/blobs/uploads/", first.url()))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let patch = |base: String, start: usize, end: usize| {
+        let client = client.clone();
+        let location = location.clone();
+        let bytes = layer.bytes[start..end].to_vec();
+        async move {
+            client
+                .patch(format!("{base}{location}"))
+                .header("content-type", "application/octet-stream")
+                .header("content-range", format!("{start}-{}", end - 1))
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let answer = patch(first.url(), 0, third).await;
+    assert_eq!(answer.status(), 202);
+    // The second server knows the session and where it stands.
+    let status = client
+        .get(format!("{}{location}", second.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 204);
+    assert_eq!(
+        status.headers()["range"].to_str().unwrap(),
+        format!("0-{}", third - 1)
+    );
+    let answer = patch(second.url(), third, 2 * third).await;
+    assert_eq!(answer.status(), 202);
+    // The first server dies; the upload does not.
+    first.kill();
+    let answer = patch(second.url(), 2 * third, layer.bytes.len()).await;
+    assert_eq!(answer.status(), 202);
+    let done = client
+        .put(format!(
+            "{}{location}?digest={}",
+            second.url(),
+            layer.digest
+        ))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 201, "{}", done.text().await.unwrap());
+
+    // The rest of the image through the second server; read it all through a restarted first.
+    let registry = RegistryClient::new(client.clone(), &second.url());
+    registry
+        .push_blob("team/moved", &image.config)
+        .await
+        .unwrap();
+    registry
+        .put_manifest("team/moved", "1", &image.manifest)
+        .await
+        .unwrap();
+    first.restart().await;
+    let registry = RegistryClient::new(client.clone(), &first.url());
+    let fetched = registry
+        .get_blob("team/moved", &layer.digest)
+        .await
+        .unwrap();
+    assert_eq!(fetched.body, layer.bytes);
+    let fetched = registry.get_manifest("team/moved", "1").await.unwrap();
+    assert_eq!(fetched.body, image.manifest.bytes);
+    drop(second);
+    drop(database);
+}
+
+/// Wrong credentials, a missing bucket, an unreachable endpoint: `pinfold serve` exits 2 at
+/// start with one line that says what is wrong and never the secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_a_store_it_cannot_use_with_one_line() {
+    let Some(env) = storage_env("refusals") else {
+        return;
+    };
+    let secret = env
+        .iter()
+        .find(|(k, _)| k == "PINFOLD_STORAGE_SECRET_ACCESS_KEY")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    for (change, value, expect) in [
+        (
+            "PINFOLD_STORAGE_SECRET_ACCESS_KEY",
+            "f".repeat(64),
+            "object storage s3://",
+        ),
+        (
+            "PINFOLD_STORAGE_BUCKET",
+            "no-such-bucket".to_owned(),
+            "no-such-bucket",
+        ),
+        (
+            "PINFOLD_STORAGE_ENDPOINT",
+            "http://127.0.0.1:9".to_owned(),
+            "127.0.0.1:9",
+        ),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinfold"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .kill_on_drop(true);
+        for (k, v) in &env {
+            command.env(k, if k == change { &value } else { v });
+        }
+        let started = Instant::now();
+        let output = tokio::time::timeout(Duration::from_secs(90), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("{change}: pinfold serve did not stop within 90 s"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{change}: {stderr}");
+        assert!(stderr.contains(expect), "{change}: {stderr}");
+        assert!(
+            !stderr.contains(&secret) && !stderr.contains(&"f".repeat(64)),
+            "{change}: the secret is never printed: {stderr}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(lines.len() <= 2, "{change}: short: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(60), "{change}");
+    }
+}
