@@ -31,6 +31,7 @@ mod auth;
 mod blobs;
 mod columns;
 mod config;
+mod coordination;
 mod engine;
 mod engine_copy;
 mod error;
@@ -52,6 +53,7 @@ pub use apt::{
 };
 pub use auth::{ApiToken, AuditEvent, NewAuditEvent};
 pub use config::MetaConfig;
+pub use coordination::{Change, ChangeListener, Lease};
 pub use engine::Meta;
 pub use error::MetaError;
 pub use gc::{GcItem, GcKind, GcPolicy, GcSweep};

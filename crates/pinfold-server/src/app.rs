@@ -132,6 +132,16 @@ pub async fn open_registry(
     Ok(registry)
 }
 
+/// `<hostname>-<process id>`: unique among the replicas of a deployment.
+fn default_replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pinfold".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
 /// A bound, ready-to-run server.
 pub struct Server {
     listener: TcpListener,
@@ -238,7 +248,19 @@ impl Server {
             return Err(ServerError::InsecureOpen { addr });
         }
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
-        let workers = Workers::default();
+        // Replicas share PostgreSQL: each worker runs on the one holding its lease, and every
+        // replica listens for the others' tag moves. SQLite has one process: no leases.
+        let workers = if registry.meta().is_shared() {
+            let replica = config
+                .replica_name
+                .clone()
+                .unwrap_or_else(default_replica_name);
+            let workers = Workers::with_leases(registry.meta().clone(), replica);
+            workers.spawn(crate::workers::ChangeListenerWorker::new(registry.clone()));
+            workers
+        } else {
+            Workers::default()
+        };
         workers.spawn(UploadJanitor::new(
             registry.clone(),
             Duration::from_secs(config.upload_idle_expiry_seconds),

@@ -26,6 +26,10 @@ pub struct ServerConfig {
     /// session per layer, and a CI account pushing dozens of images in parallel stays far
     /// below it, while one caller can no longer fill the disk's directory with sessions.
     pub max_upload_sessions_per_user: u32,
+    /// This replica's name in worker leases and `GET /api/v1/workers`. Default
+    /// `<hostname>-<process id>`, unique among replicas unless containers share a hostname and
+    /// a pid: name them then.
+    pub replica_name: Option<String>,
     /// API keys accepted for APT uploads (`X-JFrog-Art-Api`, Bearer, or Basic password).
     /// Default none: uploads need no key (zero-config on loopback); set keys on any other
     /// listen address.
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             upload_idle_expiry_seconds: 86_400,
             upload_janitor_interval_seconds: 600,
             max_upload_sessions_per_user: 1000,
+            replica_name: None,
             apt_deploy_keys: Vec::new(),
             apt_max_deb_bytes: 2 * 1024 * 1024 * 1024,
             apt_signing_key: None,

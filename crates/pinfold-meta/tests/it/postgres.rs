@@ -365,3 +365,25 @@ async fn a_loaded_snapshot_continues_its_ids_and_a_second_load_is_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn change_notices_reach_every_listener() {
+    with_meta(
+        "change_notices_reach_every_listener",
+        |meta, _url| async move {
+            let mut first = meta.listen_changes().await.unwrap().expect("a listener");
+            let mut second = meta.listen_changes().await.unwrap().expect("a listener");
+            meta.notify_change("team/app:v1").await.unwrap();
+            for listener in [&mut first, &mut second] {
+                let change =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+                        .await
+                        .expect("a notice within 10 s")
+                        .unwrap();
+                assert_eq!(change, pinfold_meta::Change::Changed("team/app:v1".into()));
+            }
+            meta
+        },
+    )
+    .await;
+}

@@ -27,6 +27,7 @@ macro_rules! for_each_suite_test {
             blob_links,
             uploads_lifecycle,
             upload_sessions_are_capped_per_owner,
+            one_holder_per_lease_until_it_lapses,
             tags_only_point_at_manifests_of_their_repository,
             manifests_are_idempotent_and_deletable,
             drift_events_follow_the_upstream,
@@ -1734,4 +1735,39 @@ pub async fn a_fresh_database_is_empty_until_something_is_recorded(meta: &Meta) 
         ),
         "{table:?}"
     );
+}
+
+pub async fn one_holder_per_lease_until_it_lapses(meta: &Meta) {
+    use std::time::Duration;
+    let long = Duration::from_secs(30);
+    assert!(meta.acquire_lease("gc", "replica-a", long).await.unwrap());
+    assert!(!meta.acquire_lease("gc", "replica-b", long).await.unwrap());
+    // Renewing is taking it again.
+    assert!(meta.acquire_lease("gc", "replica-a", long).await.unwrap());
+    // Another worker's lease is another row.
+    assert!(meta
+        .acquire_lease("backup", "replica-b", long)
+        .await
+        .unwrap());
+    // Releasing someone else's lease does nothing.
+    meta.release_lease("gc", "replica-b").await.unwrap();
+    assert!(!meta.acquire_lease("gc", "replica-b", long).await.unwrap());
+    let leases = meta.leases().await.unwrap();
+    let holders: Vec<(&str, &str)> = leases
+        .iter()
+        .map(|l| (l.name.as_str(), l.holder.as_str()))
+        .collect();
+    assert_eq!(holders, [("backup", "replica-b"), ("gc", "replica-a")]);
+    assert!(leases[1].expires_at > OffsetDateTime::now_utc());
+    // A lapsed lease goes to whoever asks next.
+    assert!(meta
+        .acquire_lease("gc", "replica-a", Duration::from_millis(1))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(meta.acquire_lease("gc", "replica-b", long).await.unwrap());
+    assert!(!meta.acquire_lease("gc", "replica-a", long).await.unwrap());
+    // A released lease too, at once.
+    meta.release_lease("gc", "replica-b").await.unwrap();
+    assert!(meta.acquire_lease("gc", "replica-a", long).await.unwrap());
 }

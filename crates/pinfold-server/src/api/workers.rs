@@ -5,7 +5,7 @@ use axum::Json;
 
 use crate::workers::{WorkerStatus, Workers};
 
-/// Every worker's status, by name.
+/// Every worker's status, by name, with the replica holding its lease.
 pub async fn list(State(workers): State<Workers>) -> Json<Vec<WorkerStatus>> {
-    Json(workers.statuses())
+    Json(workers.statuses().await)
 }

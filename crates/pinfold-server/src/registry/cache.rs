@@ -6,8 +6,10 @@
 //! resolves to is cached and invalidated on every write through a generation counter, so a
 //! reader that raced a writer never re-inserts what the writer replaced.
 //!
-//! The cache is per process: several replicas sharing one database (PostgreSQL, later) will
-//! need a time bound on the reference cache.
+//! The cache is per process. Replicas sharing one PostgreSQL database tell each other about
+//! every tag move through the database's change notices (`Registry::forget_reference`), and
+//! each applies them with its `change-listener` worker; a listener that lost its connection
+//! forgets every reference.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -410,7 +410,7 @@ impl Registry {
         {
             // Resolved references are cached in process; a collected manifest must not be
             // served from memory.
-            self.cache().invalidate_all_references();
+            self.forget_all_references().await;
         }
 
         let orphan_scan = if orphans {
@@ -530,7 +530,7 @@ impl Registry {
                 }
                 if !dry_run {
                     self.meta().delete_tag(&repo, &tag, &mv).await?;
-                    self.cache().invalidate_reference(&repo, tag.as_str());
+                    self.forget_reference(&repo, tag.as_str()).await;
                 }
                 removed.push(RetainedTag {
                     repository: repo.clone(),

@@ -149,7 +149,7 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         if let Some(tag) = &tag {
-            self.cache().invalidate_reference(repo, tag.as_str());
+            self.forget_reference(repo, tag.as_str()).await;
         }
         self.cache().insert_bytes(&digest, bytes);
         Ok(PushedManifest {
@@ -242,7 +242,7 @@ impl Registry {
             Reference::Tag(tag) => self.meta().delete_tag(repo, tag, &mv).await?,
         };
         // Deleting by digest may remove many tags; forget every cached reference.
-        self.cache().invalidate_all_references();
+        self.forget_all_references().await;
         if deleted {
             Ok(())
         } else {

@@ -80,6 +80,41 @@ impl Registry {
         &self.inner.cache
     }
 
+    /// Forgets what `tag` of `repo` resolves to, in this process and, through the metadata's
+    /// change notices, in every other replica (called after the move committed).
+    async fn forget_reference(&self, repo: &RepoName, tag: &str) {
+        self.cache().invalidate_reference(repo, tag);
+        self.announce(&format!("{repo}\n{tag}")).await;
+    }
+
+    /// Forgets every resolved reference, here and in every other replica.
+    async fn forget_all_references(&self) {
+        self.cache().invalidate_all_references();
+        self.announce("*").await;
+    }
+
+    async fn announce(&self, what: &str) {
+        // The move itself committed; a replica that misses this notice serves the old digest
+        // until its listener reconnects (which forgets everything), so it is logged loudly.
+        if let Err(e) = self.meta().notify_change(what).await {
+            tracing::warn!("cannot tell the other replicas about a tag move: {e}");
+        }
+    }
+
+    /// Applies what another replica announced (`change-listener` worker).
+    pub fn apply_change(&self, change: &pinfold_meta::Change) {
+        let one = match change {
+            pinfold_meta::Change::Changed(payload) => payload
+                .split_once('\n')
+                .and_then(|(repo, tag)| Some((repo.parse::<RepoName>().ok()?, tag))),
+            pinfold_meta::Change::Lost => None,
+        };
+        match one {
+            Some((repo, tag)) => self.cache().invalidate_reference(&repo, tag),
+            None => self.cache().invalidate_all_references(),
+        }
+    }
+
     /// Who acts: the authenticated user of the current request, else `anonymous`.
     fn actor(source: TagMoveSource) -> TagMove {
         TagMove {

@@ -205,7 +205,7 @@ impl Registry {
                 }
             }
         };
-        self.cache().invalidate_reference(repo, tag.as_str());
+        self.forget_reference(repo, tag.as_str()).await;
         Ok(promoted)
     }
 }

@@ -19,7 +19,7 @@ use crate::harness::{
 
 /// `PINFOLD_STORAGE_*` for the Garage of `TEST_PINFOLD_S3_*`, under a prefix of this test's
 /// own; `None` (the test skips) when the variables are not set, which CI does not allow.
-fn storage_env(test: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn storage_env(test: &str) -> Option<Vec<(String, String)>> {
     let var = |name: &str| std::env::var(format!("TEST_PINFOLD_S3_{name}")).ok();
     let Some(endpoint) = var("ENDPOINT") else {
         assert!(
@@ -53,7 +53,7 @@ fn storage_env(test: &str) -> Option<Vec<(String, String)>> {
     ])
 }
 
-fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
@@ -286,4 +286,104 @@ async fn serve_refuses_a_store_it_cannot_use_with_one_line() {
         assert!(lines.len() <= 2, "{change}: short: {stderr}");
         assert!(started.elapsed() < Duration::from_secs(60), "{change}");
     }
+}
+
+/// Two replicas over one bucket and one PostgreSQL database: a tag moved through one is what
+/// the other serves next, although the other had the old digest cached; each background worker
+/// runs on exactly one of them, and the other takes it over when the holder dies.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_see_each_others_tag_moves_and_share_out_the_workers() {
+    let Some(mut env) = storage_env("coordination") else {
+        return;
+    };
+    let Some(database) = scratch_database().await else {
+        return;
+    };
+    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
+    let first = TestServer::start_with_env(&as_refs(&env)).await;
+    let second = TestServer::start_with_env(&as_refs(&env)).await;
+    let mut rng = Rng::new();
+    let old = Image::random(&mut rng, ImageFormat::Oci, "amd64", 1, 1024);
+    let new = Image::random(&mut rng, ImageFormat::Oci, "amd64", 1, 1024);
+    let through_first = RegistryClient::new(first.client().clone(), &first.url());
+    let through_second = RegistryClient::new(second.client().clone(), &second.url());
+    through_first.push_image("team/moving", "1", &old).await;
+    // The second replica resolves (and caches) the tag, twice.
+    for _ in 0..2 {
+        let fetched = through_second
+            .get_manifest("team/moving", "1")
+            .await
+            .unwrap();
+        assert_eq!(fetched.body, old.manifest.bytes);
+    }
+    through_first.push_image("team/moving", "1", &new).await;
+    let moved = Instant::now();
+    loop {
+        let fetched = through_second
+            .get_manifest("team/moving", "1")
+            .await
+            .unwrap();
+        if fetched.body == new.manifest.bytes {
+            break;
+        }
+        assert!(
+            moved.elapsed() < Duration::from_secs(5),
+            "the second replica still serves the old digest 5 s after the move"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Each worker has one holder, the same seen from both replicas, and it works on that one.
+    let holders = |workers: &serde_json::Value| -> Vec<(String, String)> {
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["name"] != "change-listener")
+            .map(|w| {
+                (
+                    w["name"].as_str().unwrap().to_owned(),
+                    w["holder"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (a, b) = loop {
+        let a = first.get_json("/api/v1/workers").await;
+        let b = second.get_json("/api/v1/workers").await;
+        if holders(&a) == holders(&b) && holders(&a).iter().all(|(_, h)| !h.is_empty()) {
+            break (a, b);
+        }
+        assert!(Instant::now() < deadline, "no agreed holders: {a} / {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = (a, b);
+    let mut servers = [first, second];
+    let mut janitors = Vec::new();
+    for server in &servers {
+        janitors.push(server.worker("upload-janitor").await);
+    }
+    assert_eq!(janitors[0]["holder"], janitors[1]["holder"]);
+    let held = janitors
+        .iter()
+        .position(|j| j["holder"] == j["replica"])
+        .unwrap_or_else(|| panic!("one replica holds the janitor: {janitors:?}"));
+    let other = 1 - held;
+    assert_eq!(janitors[other]["state"], "standby", "{janitors:?}");
+    let killed = Instant::now();
+    servers[held].kill();
+    loop {
+        let j = servers[other].worker("upload-janitor").await;
+        if j["holder"] == j["replica"] && j["state"] != "standby" {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the surviving replica did not take the lease within 30 s: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(servers);
+    drop(database);
 }
