@@ -79,6 +79,12 @@ pub struct StorageConfig {
     /// Longest one request to the store may take, body included (a large blob GET streams
     /// within it). Default 600.
     pub request_timeout_seconds: u64,
+    /// Answer blob GETs with a `307` to a presigned URL of the store, so large pulls go to the
+    /// store directly instead of through Pinfold (distribution's redirect middleware). The
+    /// store's endpoint must then be reachable by the clients. Default off.
+    pub redirect: bool,
+    /// How long a presigned URL stays valid. Default 300.
+    pub redirect_seconds: u64,
 }
 
 impl Default for StorageConfig {
@@ -92,6 +98,8 @@ impl Default for StorageConfig {
             access_key_id: String::new(),
             secret_access_key: String::new(),
             request_timeout_seconds: 600,
+            redirect: false,
+            redirect_seconds: 300,
         }
     }
 }
@@ -129,6 +137,8 @@ impl StorageConfig {
 /// The object-storage side of a [`crate::BlobStore`].
 pub(crate) struct ObjectBlobs {
     store: Arc<dyn ObjectStore>,
+    /// Signs blob URLs for redirects, when `[storage] redirect` is on.
+    signer: Option<(Arc<object_store::aws::AmazonS3>, Duration)>,
     prefix: String,
     /// Where the store is, for error messages.
     place: String,
@@ -205,9 +215,16 @@ impl ObjectBlobs {
                 .with_endpoint(endpoint)
                 .with_allow_http(endpoint.starts_with("http://"));
         }
-        let store = builder.build().map_err(|e| refuse(e.to_string()))?;
+        let store = Arc::new(builder.build().map_err(|e| refuse(e.to_string()))?);
+        let signer = config.redirect.then(|| {
+            (
+                Arc::clone(&store),
+                Duration::from_secs(config.redirect_seconds.max(1)),
+            )
+        });
         let blobs = ObjectBlobs {
-            store: Arc::new(store),
+            store,
+            signer,
             prefix: config.prefix.trim_matches('/').to_owned(),
             place: place.clone(),
             sessions: Sessions::default(),
@@ -291,6 +308,21 @@ impl ObjectBlobs {
                 },
             )
         }))
+    }
+
+    /// A presigned GET URL of the blob, when redirects are on (the blob is not checked: the
+    /// caller serves only blobs it found).
+    pub(crate) async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>, StoreError> {
+        use object_store::signer::Signer;
+        let Some((signer, ttl)) = &self.signer else {
+            return Ok(None);
+        };
+        let key = self.blob_key(digest);
+        signer
+            .signed_url(http::Method::GET, &key, *ttl)
+            .await
+            .map(|url| Some(url.to_string()))
+            .map_err(|e| self.error("sign", &key, e))
     }
 
     pub(crate) async fn read_blob(

@@ -370,6 +370,18 @@ impl BlobStore {
         })
     }
 
+    /// Where a client may fetch the blob `digest` itself (a presigned URL of the object store),
+    /// when blobs live in object storage and `[storage] redirect` is on; `None` otherwise.
+    ///
+    /// # Errors
+    /// [`StoreError::Object`] when the URL cannot be signed.
+    pub async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>, StoreError> {
+        match &self.inner.object {
+            Some(object) => object.redirect_url(digest).await,
+            None => Ok(None),
+        }
+    }
+
     /// Whether blobs live in object storage (some operations need the filesystem).
     pub fn is_object_storage(&self) -> bool {
         self.inner.object.is_some()

@@ -106,6 +106,26 @@ pub async fn get(
                 .into_response())
         }
     };
+    // Stored and part of the repository: with `[storage] redirect` the client fetches it from
+    // the object store itself (ranges included: the store answers them).
+    if let Some(url) = registry.store().redirect_url(&digest).await? {
+        drop(file);
+        return Ok((
+            StatusCode::TEMPORARY_REDIRECT,
+            [
+                (
+                    header::LOCATION,
+                    HeaderValue::from_str(&url).map_err(|e| OciError::internal(&e))?,
+                ),
+                (
+                    header::HeaderName::from_static("docker-content-digest"),
+                    digest_header,
+                ),
+                (header::CONTENT_LENGTH, HeaderValue::from(0)),
+            ],
+        )
+            .into_response());
+    }
     let size = file.size;
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),

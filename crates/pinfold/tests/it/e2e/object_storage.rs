@@ -387,3 +387,91 @@ async fn replicas_see_each_others_tag_moves_and_share_out_the_workers() {
     drop(servers);
     drop(database);
 }
+
+/// `[storage] redirect = true`: a blob GET answers 307 to a presigned URL of the store, which
+/// serves the exact bytes (ranges too); skopeo pulls through it; a blob the repository does not
+/// hold is still a 404, never a URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn blob_gets_redirect_to_presigned_store_urls_when_asked() {
+    let Some(mut env) = storage_env("redirect") else {
+        return;
+    };
+    env.push(("PINFOLD_STORAGE_REDIRECT".into(), "true".into()));
+    let server = TestServer::start_with_env(&as_refs(&env)).await;
+    let mut rng = Rng::new();
+    let image = Image::random(&mut rng, ImageFormat::Oci, "amd64", 2, 64 * 1024);
+    let registry = RegistryClient::new(server.client().clone(), &server.url());
+    registry.push_image("team/redirected", "1", &image).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let layer = &image.layers[0];
+    let answer = no_follow
+        .get(format!(
+            "{}/v2/team/redirected/blobs/{}",
+            server.url(),
+            layer.digest
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 307);
+    assert_eq!(
+        answer.headers()["docker-content-digest"].to_str().unwrap(),
+        layer.digest
+    );
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    let endpoint = std::env::var("TEST_PINFOLD_S3_ENDPOINT").unwrap();
+    assert!(location.starts_with(&endpoint), "{location}");
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    let direct = no_follow.get(&location).send().await.unwrap();
+    assert_eq!(direct.status(), 200);
+    assert_eq!(direct.bytes().await.unwrap(), layer.bytes);
+    let ranged = no_follow
+        .get(&location)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.unwrap(), &layer.bytes[10..20]);
+    // HEAD stays with Pinfold (sizes and digests, no body to offload).
+    let head = no_follow
+        .head(format!(
+            "{}/v2/team/redirected/blobs/{}",
+            server.url(),
+            layer.digest
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    // Another repository does not hold it: 404, no URL handed out.
+    let other = no_follow
+        .get(format!(
+            "{}/v2/team/other/blobs/{}",
+            server.url(),
+            layer.digest
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    assert!(other.headers().get("location").is_none());
+    // skopeo follows the redirects.
+    let skopeo = require_tool("skopeo", "skopeo");
+    let scratch = tempfile::tempdir().unwrap();
+    let back = scratch.path().join("back");
+    Tool::new(skopeo)
+        .arg("--insecure-policy")
+        .args(["copy", "--src-tls-verify=false", "--preserve-digests"])
+        .arg(format!("docker://{}/team/redirected:1", server.host_port()))
+        .arg(format!("oci:{}:1", back.display()))
+        .timeout(Duration::from_secs(120))
+        .run_ok()
+        .await;
+    for blob in std::iter::once(&image.config).chain(image.layers.iter()) {
+        assert!(read_oci_layout_blob(&back, &blob.digest) == blob.bytes);
+    }
+}
