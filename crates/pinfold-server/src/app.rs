@@ -132,6 +132,85 @@ pub async fn open_registry(
     Ok(registry)
 }
 
+/// Replicas over one bucket must sign with the same keys: the APT indices' OpenPGP key and the
+/// registry tokens' ES256 key (a token issued by one replica is checked by another). For each,
+/// unless configured as a file, the first replica to start puts its key (the one its data
+/// directory already had, or a new one) in the store under `state/<name>`, holding the lease
+/// `key:<name>` so two starting at once do not both; every replica then writes the store's key
+/// to its `local` file, which the usual loaders read.
+async fn share_key_file(
+    registry: &Registry,
+    name: &str,
+    local: &Path,
+    make: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), ServerError> {
+    let failed = |reason: String| ServerError::SharedKey {
+        name: name.to_owned(),
+        reason,
+    };
+    let store = registry.store();
+    let holder = default_replica_name();
+    let lease = format!("key:{name}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(key) = store.read_state(name).await? {
+            return write_private_file(local, &key).map_err(failed);
+        }
+        if registry
+            .meta()
+            .acquire_lease(&lease, &holder, Duration::from_secs(60))
+            .await?
+        {
+            // Checked again under the lease: another replica may have just finished.
+            let shared = match store.read_state(name).await? {
+                Some(key) => write_private_file(local, &key).map_err(failed),
+                None => match make(local).and_then(|()| {
+                    std::fs::read(local).map_err(|e| format!("{}: {e}", local.display()))
+                }) {
+                    Ok(key) => store
+                        .write_state(name, bytes::Bytes::from(key))
+                        .await
+                        .map_err(ServerError::from),
+                    Err(reason) => Err(failed(reason)),
+                },
+            };
+            registry.meta().release_lease(&lease, &holder).await?;
+            return shared;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(failed(
+                "another replica holds the lease to create it and has not stored it within 60 s"
+                    .to_owned(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Writes `bytes` to `path` readable by the owner only, replacing it whole.
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let write = || -> std::io::Result<()> {
+        if std::fs::read(path).is_ok_and(|current| current == bytes) {
+            return Ok(());
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let temp = path.with_extension("shared-tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// `<hostname>-<process id>`: unique among the replicas of a deployment.
 fn default_replica_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -235,6 +314,15 @@ impl Server {
             auth: auth_settings,
             tls,
         } = self;
+        if registry.store().is_object_storage() && auth_settings.config.jwt_key.is_none() {
+            let local = crate::auth::default_jwt_key_path(registry.store().root());
+            share_key_file(&registry, "auth/jwt-es256.pk8", &local, |path| {
+                pinfold_auth::JwtSigner::load_or_generate(path)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        }
         let auth = crate::auth::Auth::new(
             &auth_settings,
             registry.store().root(),
@@ -286,6 +374,19 @@ impl Server {
         if auth.enabled() {
             // The auth middleware checks uploads (users, tokens, and these keys as a fallback).
             apt_settings.deploy_keys.clear();
+        }
+        if registry.store().is_object_storage() && config.apt_signing_key.is_none() {
+            share_key_file(
+                &registry,
+                "apt/signing-key.asc",
+                &apt_settings.signing_key_path,
+                |path| {
+                    pinfold_apt::SigningKey::load_or_generate(path, "Pinfold APT repository")
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .await?;
         }
         let apt = apt::AptService::open(
             registry.store().clone(),

@@ -74,6 +74,14 @@ pub enum ServerError {
     /// `[server] tls_cert` / `tls_key` cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// A key the replicas share through the object store cannot be set up.
+    #[error("key {name} shared through the object store: {reason}")]
+    SharedKey {
+        /// Which key (`apt/signing-key.asc`, `auth/jwt-es256.pk8`).
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A combination of settings this version cannot serve yet.
     #[error("not supported yet: {0}")]
     Unsupported(&'static str),

@@ -66,10 +66,6 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// The operation reads or writes local files, and the store keeps its blobs in object
-    /// storage.
-    #[error("{0} needs the filesystem blob store; this one is in object storage")]
-    NeedsFilesystem(&'static str),
     /// A file-system operation failed.
     #[error("{op} {path}: {source}")]
     Io {

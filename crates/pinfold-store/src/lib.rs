@@ -43,6 +43,6 @@ mod upload;
 pub use append::AppendOptions;
 pub use error::StoreError;
 pub use object::{StorageBackend, StorageConfig};
-pub use store::{BlobFile, BlobStore};
+pub use store::{BlobFile, BlobReader, BlobStore};
 pub use sweep_lock::SweepGuard;
 pub use upload::UploadId;

@@ -310,6 +310,29 @@ impl ObjectBlobs {
         }))
     }
 
+    /// The small shared file `state/<name>`, or `None`.
+    pub(crate) async fn read_state(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
+        let key = self.key(&format!("state/{name}"));
+        match self.store.get(&key).await {
+            Ok(got) => Ok(Some(
+                got.bytes().await.map_err(|e| self.error("read", &key, e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("read", &key, e)),
+        }
+    }
+
+    /// Writes the small shared file `state/<name>` (one `PUT`: readers see the old or the new
+    /// content, never a part).
+    pub(crate) async fn write_state(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let key = self.key(&format!("state/{name}"));
+        self.store
+            .put(&key, PutPayload::from_bytes(bytes))
+            .await
+            .map(drop)
+            .map_err(|e| self.error("write", &key, e))
+    }
+
     /// A presigned GET URL of the blob, when redirects are on (the blob is not checked: the
     /// caller serves only blobs it found).
     pub(crate) async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>, StoreError> {
@@ -742,7 +765,10 @@ impl ObjectBlobs {
     }
 
     /// Reads the parts in order, as one stream.
-    fn read_parts(&self, parts: &[Part]) -> impl Stream<Item = Result<Bytes, StoreError>> + Send {
+    fn read_parts(
+        &self,
+        parts: &[Part],
+    ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
         let store = Arc::clone(&self.store);
         let place = self.place.clone();
         let keys: Vec<Key> = parts.iter().map(|p| p.key.clone()).collect();
@@ -765,6 +791,18 @@ impl ObjectBlobs {
                 }
             })
             .try_flatten()
+    }
+
+    /// The bytes an upload holds so far, as one stream, or `None` for an unknown upload.
+    pub(crate) async fn upload_stream(
+        &self,
+        id: &UploadId,
+    ) -> Result<Option<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static>, StoreError>
+    {
+        let Some(objects) = self.session_objects(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.read_parts(&objects.parts)))
     }
 
     pub(crate) async fn complete_upload(

@@ -38,6 +38,19 @@ pub struct BlobFile {
     source: BlobSource,
 }
 
+/// A blocking reader of a blob's or an upload's bytes, for use on a blocking thread (it may
+/// wait on the async runtime it was made on).
+pub type BlobReader = Box<dyn Read + Send>;
+
+/// A blocking reader over a stream of bytes, made on (and waiting on) the current runtime.
+fn blocking_reader(
+    stream: impl Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+) -> BlobReader {
+    Box::new(tokio_util::io::SyncIoBridge::new(
+        tokio_util::io::StreamReader::new(stream),
+    ))
+}
+
 /// Where an open blob's bytes come from.
 #[derive(Debug)]
 enum BlobSource {
@@ -46,14 +59,15 @@ enum BlobSource {
 }
 
 impl BlobFile {
-    /// The open file, for callers that read it themselves (on a blocking thread).
-    ///
-    /// # Errors
-    /// [`StoreError::NeedsFilesystem`] for a blob in object storage (stream it instead).
-    pub fn into_file(self) -> Result<File, StoreError> {
+    /// The whole blob as a blocking reader (a file, or the object streamed), for parsing on a
+    /// blocking thread. Must be called inside a Tokio runtime.
+    pub fn into_reader(self) -> BlobReader {
         match self.source {
-            BlobSource::File(file) => Ok(file),
-            BlobSource::Object(_) => Err(StoreError::NeedsFilesystem("reading a blob as a file")),
+            BlobSource::File(file) => Box::new(file),
+            BlobSource::Object(reader) => {
+                use futures_util::StreamExt;
+                blocking_reader(reader.stream(0..self.size).boxed())
+            }
         }
     }
 
@@ -94,6 +108,29 @@ impl BlobFile {
             }
         })
         .boxed()
+    }
+}
+
+/// Shared-state names are a few fixed, lowercase paths (`apt/signing-key.asc`): nothing a
+/// caller passes may climb out of `state/`.
+fn check_state_name(name: &str) -> Result<(), StoreError> {
+    let valid = !name.is_empty()
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::io(
+            "name shared state",
+            Path::new(name),
+            io::Error::new(io::ErrorKind::InvalidInput, "not a shared-state name"),
+        ))
     }
 }
 
@@ -380,6 +417,51 @@ impl BlobStore {
             Some(object) => object.redirect_url(digest).await,
             None => Ok(None),
         }
+    }
+
+    /// A small file every process sharing the store must see alike (the APT signing key),
+    /// `state/<name>` in the bucket or under the root; `None` when there is none.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] / [`StoreError::Object`] when it cannot be read.
+    pub async fn read_state(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
+        check_state_name(name)?;
+        if let Some(object) = &self.inner.object {
+            return object.read_state(name).await;
+        }
+        let path = self.inner.layout.root().join("state").join(name);
+        blocking("read", &path.clone(), move || {
+            Ok(found(fs::read(&path), "read", &path)?.map(Bytes::from))
+        })
+        .await
+    }
+
+    /// Writes the shared file `state/<name>` (see [`BlobStore::read_state`]), durably: readers
+    /// see the old or the new content.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] / [`StoreError::Object`] when it cannot be written.
+    pub async fn write_state(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
+        check_state_name(name)?;
+        if let Some(object) = &self.inner.object {
+            return object.write_state(name, bytes).await;
+        }
+        let path = self.inner.layout.root().join("state").join(name);
+        blocking("write", &path.clone(), move || {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
+            let temp = path.with_extension("tmp");
+            let write = || -> io::Result<()> {
+                use std::io::Write;
+                let mut file = File::create(&temp)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                fs::rename(&temp, &path)
+            };
+            write().map_err(|e| StoreError::io("write", &path, e))?;
+            sync_dir(dir)
+        })
+        .await
     }
 
     /// Whether blobs live in object storage (some operations need the filesystem).
@@ -796,19 +878,25 @@ impl BlobStore {
 
     /// Opens an upload's bytes for reading, or `None` if the upload is unknown: for callers
     /// that must check the content (e.g. parse a Debian package) before completing it. The
-    /// caller must not append to the upload while reading.
+    /// caller must not append to the upload while reading. The reader blocks: use it on a
+    /// blocking thread.
     ///
     /// # Errors
-    /// [`StoreError::Io`] when the file exists but cannot be opened.
-    pub async fn open_upload(&self, id: &UploadId) -> Result<Option<File>, StoreError> {
-        if self.inner.object.is_some() {
-            return Err(StoreError::NeedsFilesystem("reading an upload as a file"));
+    /// [`StoreError::Io`] when the file exists but cannot be opened; [`StoreError::Object`]
+    /// when the upload's objects cannot be listed.
+    pub async fn open_upload(&self, id: &UploadId) -> Result<Option<BlobReader>, StoreError> {
+        if let Some(object) = &self.inner.object {
+            return Ok(object.upload_stream(id).await?.map(|stream| {
+                use futures_util::{StreamExt, TryStreamExt};
+                blocking_reader(stream.map_err(io::Error::other).boxed())
+            }));
         }
         let path = self.inner.layout.upload_path(id);
         blocking("open upload", &path.clone(), move || {
             found(File::open(&path), "open upload", &path)
         })
         .await
+        .map(|file| file.map(|f| Box::new(f) as BlobReader))
     }
 
     /// Cancels an upload and deletes what it received. `false` if it was unknown.

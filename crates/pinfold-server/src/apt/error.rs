@@ -174,16 +174,7 @@ impl From<MetaError> for AptError {
 
 impl From<StoreError> for AptError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NeedsFilesystem(_) => AptError {
-                status: StatusCode::NOT_IMPLEMENTED,
-                message: format!(
-                    "{e}: APT uploads need [storage] backend = \"filesystem\" in this version"
-                ),
-                challenge: false,
-            },
-            e => AptError::internal(e),
-        }
+        AptError::internal(e)
     }
 }
 

@@ -238,8 +238,7 @@ impl AptService {
                 .store
                 .open_blob(digest)
                 .await?
-                .map(|blob| blob.into_file())
-                .transpose()?,
+                .map(pinfold_store::BlobFile::into_reader),
         }
         .ok_or_else(|| AptError::internal("the received package vanished before it was read"))?;
         let info = tokio::task::spawn_blocking(move || {
@@ -318,7 +317,7 @@ impl AptService {
         let Some(blob) = self.inner.store.open_blob(&digest).await? else {
             return Ok(None);
         };
-        let file = blob.into_file()?;
+        let file = blob.into_reader();
         let digests = tokio::task::spawn_blocking(move || {
             let mut hasher = pinfold_apt::MultiHasher::new();
             std::io::copy(

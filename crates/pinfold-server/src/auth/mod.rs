@@ -30,6 +30,11 @@ use pinfold_auth::{
 use pinfold_meta::{Meta, NewAuditEvent};
 use time::OffsetDateTime;
 
+/// Where the registry-token key lives unless `[auth] jwt_key` names a file.
+pub fn default_jwt_key_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("auth").join("jwt-es256.pk8")
+}
+
 /// The service name registry tokens are issued for and checked against (`aud`).
 pub const SERVICE: &str = "pinfold";
 
@@ -224,7 +229,7 @@ impl Auth {
             .config
             .jwt_key
             .clone()
-            .unwrap_or_else(|| data_dir.join("auth").join("jwt-es256.pk8"));
+            .unwrap_or_else(|| default_jwt_key_path(data_dir));
         let jwt = JwtSigner::load_or_generate(&key_path)?;
         let authorizer = Authorizer::new(settings.permissions.clone(), &settings.users);
         Ok(Auth {

@@ -27,6 +27,8 @@ macro_rules! for_each_suite_test {
             cancelled_and_stale_uploads_are_gone,
             copy_in_stores_only_what_hashes_to_the_digest,
             an_empty_blob_round_trips,
+            shared_state_is_seen_by_every_process,
+            uploads_read_back_as_they_stand,
         );
     };
 }
@@ -372,4 +374,83 @@ pub async fn an_empty_blob_round_trips(backend: &impl Backend) {
         store.read_blob(&digest, 10).await.unwrap().unwrap(),
         Bytes::new()
     );
+}
+
+pub async fn shared_state_is_seen_by_every_process(backend: &impl Backend) {
+    let store = backend.open().await;
+    let other = backend.open().await;
+    assert_eq!(other.read_state("apt/signing-key.asc").await.unwrap(), None);
+    store
+        .write_state("apt/signing-key.asc", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.read_state("apt/signing-key.asc").await.unwrap(),
+        Some(Bytes::from_static(b"one"))
+    );
+    store
+        .write_state("apt/signing-key.asc", Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.read_state("apt/signing-key.asc").await.unwrap(),
+        Some(Bytes::from_static(b"two"))
+    );
+    for bad in ["", "../x", "a/../../b", "/abs", "a//b", "UPPER", "a/./b"] {
+        assert!(store.read_state(bad).await.is_err(), "{bad:?}");
+        assert!(
+            store.write_state(bad, Bytes::new()).await.is_err(),
+            "{bad:?}"
+        );
+    }
+}
+
+/// What an upload holds can be read back before it completes (to check a package first),
+/// also by another process.
+pub async fn uploads_read_back_as_they_stand(backend: &impl Backend) {
+    let store = backend.open().await;
+    let (a, b) = (pattern(100_000, 13), pattern(3, 14));
+    let id = store.create_upload().await.unwrap();
+    store
+        .append_upload(&id, Some(0), body(&[&a]), None)
+        .await
+        .unwrap();
+    store
+        .append_upload(&id, None, body(&[&b]), None)
+        .await
+        .unwrap();
+    let other = backend.open().await;
+    let reader = other.open_upload(&id).await.unwrap().expect("the upload");
+    let read = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(read, [a.as_slice(), b.as_slice()].concat());
+    let unknown: UploadId = "00000000-0000-4000-8000-000000000000".parse().unwrap();
+    assert!(other.open_upload(&unknown).await.unwrap().is_none());
+    // A stored blob reads back the same way.
+    let digest = sha256(&a);
+    store
+        .put_blob(&digest, Bytes::from(a.clone()))
+        .await
+        .unwrap();
+    let reader = other
+        .open_blob(&digest)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_reader();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(read, a);
 }

@@ -7,4 +7,5 @@ mod docker;
 mod export_import;
 mod object_storage;
 mod postgres;
+mod replicas;
 mod skopeo;

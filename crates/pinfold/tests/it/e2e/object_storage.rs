@@ -475,3 +475,126 @@ async fn blob_gets_redirect_to_presigned_store_urls_when_asked() {
         assert!(read_oci_layout_blob(&back, &blob.digest) == blob.bytes);
     }
 }
+
+/// APT on object storage with two replicas: a `.deb` uploaded through one (Artifactory's call)
+/// is listed in the indices and served, byte for byte, by the other; both sign with one key,
+/// the one the first replica to start put in the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn apt_uploads_and_indices_are_shared_by_replicas_on_object_storage() {
+    let Some(mut env) = storage_env("apt") else {
+        return;
+    };
+    let Some(database) = scratch_database().await else {
+        return;
+    };
+    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
+    let first = TestServer::start_with_env(&as_refs(&env)).await;
+    let second = TestServer::start_with_env(&as_refs(&env)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = std::fs::read(crate::apt_cli::build_deb(tmp.path(), "1.2.13-1").await).unwrap();
+    let put = first
+        .client()
+        .put(format!(
+            "{}/artifactory/ci/pool/containerd.io_1.2.13-1_amd64.deb;deb.distribution=stable;deb.component=main;deb.architecture=amd64",
+            first.url()
+        ))
+        .body(deb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
+
+    let get = |server: &TestServer, path: &str| {
+        let request = server.client().get(format!("{}{path}", server.url()));
+        async move {
+            let answer = request.send().await.unwrap();
+            (
+                answer.status().as_u16(),
+                answer.bytes().await.unwrap().to_vec(),
+            )
+        }
+    };
+    let key_first = get(&first, "/apt/pinfold.asc").await;
+    let key_second = get(&second, "/apt/pinfold.asc").await;
+    assert_eq!(key_first.0, 200);
+    assert_eq!(key_first, key_second, "both replicas sign with one key");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, packages) =
+            get(&second, "/apt/ci/dists/stable/main/binary-amd64/Packages").await;
+        if status == 200 && String::from_utf8_lossy(&packages).contains("Version: 1.2.13-1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second replica does not list the package: {status} {}",
+            String::from_utf8_lossy(&packages)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, in_release) = get(&second, "/apt/ci/dists/stable/InRelease").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&in_release).contains("BEGIN PGP SIGNED MESSAGE"));
+    let (status, served) = get(&second, "/apt/ci/pool/containerd.io_1.2.13-1_amd64.deb").await;
+    assert_eq!(status, 200);
+    assert!(served == deb, "the .deb comes back byte for byte");
+    for server in [&first, &second] {
+        assert!(
+            local_blob_files(server.data_dir()).is_empty(),
+            "no blob bytes on the local disk"
+        );
+    }
+    drop((first, second));
+    drop(database);
+}
+
+/// With users, a registry token issued by one replica is accepted by another: replicas over
+/// one bucket share the token-signing key (the first to start stores it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_token_from_one_replica_works_on_another() {
+    let Some(mut env) = storage_env("tokens") else {
+        return;
+    };
+    let Some(database) = scratch_database().await else {
+        return;
+    };
+    // bcrypt (cost 5) of "benchpw".
+    let users = r#"[{name = "alice", password_bcrypt = "$2b$05$021bV4BQImEEeSxl/Wk/HOse9zTeArg2FJnTXJksxUyonuCJDR5fy"}]"#;
+    let rules = r#"[{repositories = "team/*", users = ["alice"], actions = ["pull", "push"]}]"#;
+    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
+    env.push(("PINFOLD_USER".into(), users.into()));
+    env.push(("PINFOLD_PERMISSION".into(), rules.into()));
+    let first = TestServer::start_with_env(&as_refs(&env)).await;
+    let second = TestServer::start_with_env(&as_refs(&env)).await;
+    let answer: serde_json::Value = first
+        .client()
+        .get(format!(
+            "{}/v2/token?service=pinfold&scope=repository:team/app:pull,push",
+            first.url()
+        ))
+        .basic_auth("alice", Some("benchpw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = answer["token"].as_str().expect("a token").to_owned();
+    for server in [&first, &second] {
+        let answer = server
+            .client()
+            .post(format!("{}/v2/team/app/blobs/uploads/", server.url()))
+            .bearer_auth(&token)
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202, "{}", server.url());
+    }
+    let key =
+        |server: &TestServer| std::fs::read(server.data_dir().join("auth/jwt-es256.pk8")).unwrap();
+    assert!(key(&first) == key(&second), "one signing key");
+    drop((first, second));
+    drop(database);
+}
