@@ -12,6 +12,15 @@
 //! 4. copy the other state files of the data directory (the APT signing key, ...);
 //! 5. write `manifest.json` last, atomically. On any error the backup's directory is removed;
 //!    blobs already copied stay (they are content-addressed and the next run reuses them).
+//!
+//! With object storage (`BlobStore::is_object_storage`) the blobs are read through the store,
+//! 16 at a time: one `HEAD` per blob (its size, for the skip), and a streamed `GET` hashed while
+//! it is written for a blob the tree lacks. The files replicas share ([`SHARED_STATE`]) are
+//! taken from the bucket's `state/`, not from this machine's data directory. The backup format
+//! is the same, so a backup restores onto either backend. The sweep lock is a file lock of this
+//! machine's data directory: a replica elsewhere may collect garbage meanwhile, and a blob the
+//! snapshot needs that is gone by the time it is read is recorded as missing (the run exits 1),
+//! never skipped silently.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -27,7 +36,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::files::{
-    blob_rel_path, copy_verified, parallel_map, sha256_file, stat, sync_dir, threads,
+    blob_rel_path, copy_verified, copy_verified_from, object_label, open_blob_blocking,
+    parallel_map, sha256_file, stat, sync_dir, threads, write_atomic, OBJECT_THREADS,
 };
 use crate::manifest::{BackupManifest, BlobEntry, FileEntry, MissingBlob};
 use crate::{BackupError, Progress, FORMAT_VERSION};
@@ -36,6 +46,13 @@ use crate::{BackupError, Progress, FORMAT_VERSION};
 pub(crate) const SNAPSHOT_FILE: &str = "meta.db";
 /// Where a backup keeps the data directory's other files.
 pub(crate) const STATE_DIR: &str = "state";
+// The files replicas over one bucket share through the store's `state/` (see `pinfold-server`
+// `app.rs`, `share_key_file`), each also kept at the same path in every replica's data
+// directory. With object storage a backup takes them from the bucket, and a restore into object
+// storage puts them back there.
+pub(crate) use pinfold_store::SHARED_STATE;
+/// Their mode in a backup and a restored data directory (private keys).
+const SHARED_STATE_MODE: u32 = 0o600;
 /// The per-backup directories.
 pub(crate) const BACKUPS_DIR: &str = "backups";
 /// The lock file of a backup directory.
@@ -215,36 +232,70 @@ async fn run(
     snap.close().await;
     let references = references?;
 
+    // With object storage, the files every replica shares live in the bucket: the backup
+    // takes them from there (the local copies of this data directory may be missing or old).
+    let mut shared = Vec::new();
+    if store.is_object_storage() {
+        for name in SHARED_STATE {
+            if let Some(bytes) = store.read_state(name).await? {
+                shared.push((name, bytes));
+            }
+        }
+    }
+
     let store = store.clone();
     let to = to.to_owned();
     let dir = dir.to_owned();
     let name = name.to_owned();
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         copy_everything(
-            &store,
+            &Source {
+                store: &store,
+                runtime: &runtime,
+            },
             &to,
             &dir,
             &name,
             now,
             &references,
+            &shared,
             progress.as_ref(),
         )
     })
     .await?
 }
 
+/// The store blobs are copied from, and the runtime that reads it when it is object storage.
+struct Source<'a> {
+    store: &'a BlobStore,
+    runtime: &'a tokio::runtime::Handle,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn copy_everything(
-    store: &BlobStore,
+    source: &Source<'_>,
     to: &Path,
     dir: &Path,
     name: &str,
     now: OffsetDateTime,
     references: &[BlobReference],
+    shared: &[(&str, bytes::Bytes)],
     progress: &dyn Progress,
 ) -> Result<BackupSummary, BackupError> {
+    let store = source.store;
     progress.start("copying blobs", references.len() as u64, 0);
-    let outcomes = parallel_map(references, threads(), |r| {
-        let outcome = copy_blob(store, to, r)?;
+    let workers = if store.is_object_storage() {
+        OBJECT_THREADS
+    } else {
+        threads()
+    };
+    let outcomes = parallel_map(references, workers, |r| {
+        let outcome = if store.is_object_storage() {
+            copy_object_blob(source, to, r)?
+        } else {
+            copy_blob(store, to, r)?
+        };
         let bytes = match outcome {
             BlobOutcome::Copied(n) => n,
             _ => 0,
@@ -328,7 +379,13 @@ fn copy_everything(
         size,
         mode: 0o600,
     });
-    for state in copy_state(store.root(), dir)? {
+    let mut state = copy_state(store.root(), dir)?;
+    if !shared.is_empty() {
+        let shared = write_shared_state(dir, shared)?;
+        state.retain(|f| !shared.iter().any(|s| s.path == f.path));
+        state.extend(shared);
+    }
+    for state in state {
         summary.bytes_copied += state.size;
         files.push(state);
     }
@@ -368,6 +425,77 @@ fn copy_blob(store: &BlobStore, to: &Path, r: &BlobReference) -> Result<BlobOutc
         Ok(copied) => Ok(BlobOutcome::Copied(copied.size)),
         Err(actual) => Ok(BlobOutcome::Corrupt(actual)),
     }
+}
+
+/// [`copy_blob`] from object storage: the blob is read through the store (one `HEAD` when the
+/// backup already has it with the same size; else a streamed `GET`, hashed as it is written).
+fn copy_object_blob(
+    source: &Source<'_>,
+    to: &Path,
+    r: &BlobReference,
+) -> Result<BlobOutcome, BackupError> {
+    let Some((size, reader)) = open_blob_blocking(source.runtime, source.store, &r.digest)? else {
+        return Ok(BlobOutcome::Absent(r.required));
+    };
+    let dest = to.join(blob_rel_path(&r.digest));
+    if stat(&dest)?.is_some_and(|m| m.len() == size) {
+        return Ok(BlobOutcome::Skipped(size));
+    }
+    let copied = copy_verified_from(
+        reader,
+        &object_label(&r.digest),
+        &dest,
+        Some(r.digest.algorithm()),
+        Some(r.digest.as_str()),
+    );
+    match copied {
+        Ok(Ok(copied)) => Ok(BlobOutcome::Copied(copied.size)),
+        Ok(Err(actual)) => Ok(BlobOutcome::Corrupt(actual)),
+        // Deleted while it was read (garbage collection on another machine): as if absent.
+        Err(e) => match source.runtime.block_on(source.store.blob_size(&r.digest)) {
+            Ok(None) => Ok(BlobOutcome::Absent(r.required)),
+            _ => Err(e),
+        },
+    }
+}
+
+/// Writes the shared files read from object storage into `<dir>/state/<name>` (owner-only:
+/// they are signing keys) and returns their entries.
+fn write_shared_state(
+    dir: &Path,
+    shared: &[(&str, bytes::Bytes)],
+) -> Result<Vec<FileEntry>, BackupError> {
+    use sha2::Digest as _;
+    let mut entries = Vec::new();
+    for (name, bytes) in shared {
+        let rel = Path::new(STATE_DIR).join(name);
+        let dest = dir.join(&rel);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| BackupError::io("create directory", parent, e))?;
+        }
+        write_atomic(&dest, bytes)?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(SHARED_STATE_MODE))
+            .map_err(|e| BackupError::io("chmod", &dest, e))?;
+        entries.push(FileEntry {
+            path: path_string(&rel)?,
+            sha256: crate::files::hex(&sha2::Sha256::digest(bytes)),
+            size: bytes.len() as u64,
+            mode: SHARED_STATE_MODE,
+        });
+    }
+    let state_dir = dir.join(STATE_DIR);
+    for parent in entries
+        .iter()
+        .filter_map(|e| dir.join(&e.path).parent().map(Path::to_owned))
+        .chain([state_dir])
+        .collect::<BTreeSet<_>>()
+        .iter()
+        .rev()
+    {
+        sync_dir(parent)?;
+    }
+    Ok(entries)
 }
 
 /// Copies the data directory's other files into `<dir>/state/`, keeping their modes.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use pinfold_oci::{Digest, DigestAlgorithm, Digester};
+use pinfold_store::{BlobReader, BlobStore};
 use sha2::{Digest as _, Sha256};
 
 use crate::BackupError;
@@ -36,9 +37,19 @@ pub(crate) fn blob_rel_path(digest: &Digest) -> PathBuf {
 /// Reads `path` to its end in big chunks, handing each chunk to `sink`. Returns the size.
 pub(crate) fn read_chunks(
     path: &Path,
+    sink: impl FnMut(&[u8]) -> Result<(), BackupError>,
+) -> Result<u64, BackupError> {
+    let file = File::open(path).map_err(|e| BackupError::io("open", path, e))?;
+    read_chunks_from(file, path, sink)
+}
+
+/// Reads `reader` (the bytes of `path`, or of the object `path` names) to its end in big
+/// chunks, handing each chunk to `sink`. Returns the size.
+pub(crate) fn read_chunks_from(
+    mut file: impl Read,
+    path: &Path,
     mut sink: impl FnMut(&[u8]) -> Result<(), BackupError>,
 ) -> Result<u64, BackupError> {
-    let mut file = File::open(path).map_err(|e| BackupError::io("open", path, e))?;
     let mut buf = vec![0u8; READ_BYTES];
     let mut size = 0u64;
     loop {
@@ -60,10 +71,21 @@ pub(crate) fn read_chunks(
 pub(crate) fn hash_file(
     path: &Path,
     algorithm: DigestAlgorithm,
+    on_chunk: impl FnMut(u64),
+) -> Result<(Digest, u64), BackupError> {
+    let file = File::open(path).map_err(|e| BackupError::io("open", path, e))?;
+    hash_reader(file, path, algorithm, on_chunk)
+}
+
+/// [`hash_file`] of a reader (`path` names its source in errors).
+pub(crate) fn hash_reader(
+    reader: impl Read,
+    path: &Path,
+    algorithm: DigestAlgorithm,
     mut on_chunk: impl FnMut(u64),
 ) -> Result<(Digest, u64), BackupError> {
     let mut digester = Digester::new(algorithm);
-    let size = read_chunks(path, |chunk| {
+    let size = read_chunks_from(reader, path, |chunk| {
         digester.update(chunk);
         on_chunk(chunk.len() as u64);
         Ok(())
@@ -126,6 +148,18 @@ pub(crate) fn copy_verified(
     algorithm: Option<DigestAlgorithm>,
     expected: Option<&str>,
 ) -> Result<Result<Copied, String>, BackupError> {
+    let file = File::open(src).map_err(|e| BackupError::io("open", src, e))?;
+    copy_verified_from(file, src, dest, algorithm, expected)
+}
+
+/// [`copy_verified`] from a reader (a blob in object storage); `src` names it in errors.
+pub(crate) fn copy_verified_from(
+    reader: impl Read,
+    src: &Path,
+    dest: &Path,
+    algorithm: Option<DigestAlgorithm>,
+    expected: Option<&str>,
+) -> Result<Result<Copied, String>, BackupError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| BackupError::io("create directory", dir, e))?;
     let temp = TempGuard {
@@ -145,7 +179,7 @@ pub(crate) fn copy_verified(
         Some(a) => Hasher::Blob(Digester::new(a)),
         None => Hasher::File(Sha256::new()),
     };
-    let size = read_chunks(src, |chunk| {
+    let size = read_chunks_from(reader, src, |chunk| {
         match &mut hasher {
             Hasher::Blob(d) => d.update(chunk),
             Hasher::File(h) => h.update(chunk),
@@ -248,6 +282,32 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
         return Err(BackupError::Task("a worker thread panicked".into()));
     }
     Ok(results.into_iter().map(|(_, r)| r).collect())
+}
+
+/// How many blobs to read from object storage at once: each read waits mostly on the network.
+pub(crate) const OBJECT_THREADS: usize = 16;
+
+/// What names the blob `digest` of a store in object storage in messages and findings: its key
+/// under the store's prefix, `s3:blobs/<alg>/<xx>/<hex>`.
+pub(crate) fn object_label(digest: &Digest) -> PathBuf {
+    PathBuf::from(format!("s3:{}", blob_rel_path(digest).display()))
+}
+
+/// Opens the blob `digest` of `store` from a plain (non-async) thread, waiting on `runtime`:
+/// its size and a blocking reader of its bytes, or `None` when it is not stored. Nothing is
+/// read until the reader is.
+pub(crate) fn open_blob_blocking(
+    runtime: &tokio::runtime::Handle,
+    store: &BlobStore,
+    digest: &Digest,
+) -> Result<Option<(u64, BlobReader)>, BackupError> {
+    let Some(blob) = runtime.block_on(store.open_blob(digest))? else {
+        return Ok(None);
+    };
+    let size = blob.size;
+    // The reader bridges the object stream to blocking reads on the current runtime.
+    let _entered = runtime.enter();
+    Ok(Some((size, blob.into_reader())))
 }
 
 /// `Ok(None)` for "not found", the metadata otherwise.

@@ -10,6 +10,10 @@
 //!   copies back only the blobs of a data directory that are missing or corrupt.
 //! * [`verify`]: recomputes every blob's digest (parallel, optionally throttled) and checks that
 //!   every blob the metadata names exists. Runs beside a running server.
+//!
+//! Blobs may live on the filesystem or in object storage (`BlobStore::open_configured`): all of
+//! the above read and write them through the store, so a backup of either restores onto either
+//! ([`restore_to`] picks the target's backend).
 //! * [`export`] / [`import`]: images to and from an OCI image layout through a registry's
 //!   `/v2/` API (`pinfold-client`), for air-gapped transfer; bytes and digests unchanged.
 //!
@@ -47,5 +51,7 @@ pub use error::BackupError;
 pub use manifest::{BackupManifest, BlobEntry, FileEntry, MissingBlob, FORMAT_VERSION};
 pub use oci_layout::{export, import, TransferSummary, REF_NAME_ANNOTATION, REPOSITORY_ANNOTATION};
 pub use progress::{NoProgress, Progress};
-pub use restore::{list_backups, repair, restore, BackupListing, RepairSummary, RestoreSummary};
+pub use restore::{
+    list_backups, repair, restore, restore_to, BackupListing, RepairSummary, RestoreSummary,
+};
 pub use verify::{verify, Finding, VerifyOptions, VerifyReport};

@@ -5,6 +5,13 @@
 //! hashes on the way in; other files by SHA-256), and only when everything matched renames it
 //! onto the target. A damaged backup is refused with the list of damaged files and leaves the
 //! target as it was.
+//!
+//! [`restore_to`] with object storage writes the blobs into the bucket instead (each verified on
+//! its way in: a blob is visible only once its digest matched). A damaged backup then leaves
+//! the verified blobs it wrote in the bucket, unreferenced (garbage collection's orphan pass
+//! removes them), and nothing else: the data directory, the metadata and the shared keys in
+//! the bucket's `state/` are written only after every file matched. [`repair`] reads a store's
+//! blobs through the store, so it mends either backend.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -14,11 +21,13 @@ use std::time::Instant;
 
 use futures_util::{stream, StreamExt};
 use pinfold_meta::{Meta, MetaError};
-use pinfold_store::{BlobStore, StoreError};
+use pinfold_store::{BlobStore, StorageBackend, StorageConfig, StoreError};
 use serde::Serialize;
 
-use crate::backup::{BACKUPS_DIR, SNAPSHOT_FILE, STATE_DIR};
-use crate::files::{blob_rel_path, copy_verified, hash_file, stat, sync_dir, threads};
+use crate::backup::{BACKUPS_DIR, SHARED_STATE, SNAPSHOT_FILE, STATE_DIR};
+use crate::files::{
+    blob_rel_path, copy_verified, hash_file, hash_reader, object_label, stat, sync_dir, threads,
+};
 use crate::manifest::{BackupManifest, BlobEntry, MANIFEST_FILE};
 use crate::{BackupError, Progress};
 
@@ -133,12 +142,39 @@ pub struct RestoreSummary {
 /// [`BackupError::ManifestInvalid`] before anything is written; [`BackupError::Damaged`] naming
 /// every missing, truncated or changed file after checking them all (nothing is left behind);
 /// [`BackupError::Io`] when writing fails.
-#[tracing::instrument(skip_all, fields(from = %from.display(), data_dir = %data_dir.display()))]
 pub async fn restore(
     from: &Path,
     name: Option<&str>,
     data_dir: &Path,
     metadata: Option<&Meta>,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreSummary, BackupError> {
+    restore_to(
+        from,
+        name,
+        data_dir,
+        metadata,
+        &StorageConfig::default(),
+        progress,
+    )
+    .await
+}
+
+/// [`restore`] with the blobs going where `storage` says: the new data directory's `blobs/`,
+/// or object storage (`[storage] backend = "s3"`, each blob verified on its way into the
+/// bucket; blobs the bucket already holds are kept). With object storage the files replicas
+/// share (the APT and token signing keys) are also written to the bucket's `state/`, after
+/// every file has been verified, so every replica started on it signs as before.
+///
+/// # Errors
+/// Those of [`restore`], and [`BackupError::Store`] when the object store cannot be used.
+#[tracing::instrument(skip_all, fields(from = %from.display(), data_dir = %data_dir.display()))]
+pub async fn restore_to(
+    from: &Path,
+    name: Option<&str>,
+    data_dir: &Path,
+    metadata: Option<&Meta>,
+    storage: &StorageConfig,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreSummary, BackupError> {
     let started = Instant::now();
@@ -162,7 +198,26 @@ pub async fn restore(
         ".{target_name}.restoring-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let result = restore_into(from, &backup_dir, &manifest, &staging, progress).await;
+    let opened = if storage.backend == StorageBackend::Filesystem {
+        // Creating the blob tree's directories blocks: off the runtime's workers.
+        let root = staging.clone();
+        tokio::task::spawn_blocking(move || BlobStore::open(root))
+            .await
+            .map_err(BackupError::from)
+            .and_then(|r| r.map_err(BackupError::from))
+    } else {
+        BlobStore::open_configured(&staging, storage)
+            .await
+            .map_err(BackupError::from)
+    };
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let result = restore_into(&store, from, &backup_dir, &manifest, &staging, progress).await;
     let mut outcome = result.and_then(|problems| {
         if problems.is_empty() {
             Ok(())
@@ -176,6 +231,10 @@ pub async fn restore(
     if let (Ok(()), Some(meta)) = (&outcome, metadata) {
         outcome = load_metadata(meta, &staging).await;
     }
+    if outcome.is_ok() && store.is_object_storage() {
+        outcome = share_state(&store, &manifest, &staging).await;
+    }
+    drop(store);
     if let Err(e) = outcome {
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
@@ -201,6 +260,28 @@ pub async fn restore(
         missing_in_backup: manifest.missing.len() as u64,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes the restored shared files (verified, in `staging`) to the object store's `state/`.
+async fn share_state(
+    store: &BlobStore,
+    manifest: &BackupManifest,
+    staging: &Path,
+) -> Result<(), BackupError> {
+    for name in SHARED_STATE {
+        let in_backup = Path::new(STATE_DIR).join(name);
+        if !manifest
+            .files
+            .iter()
+            .any(|f| Path::new(&f.path) == in_backup)
+        {
+            continue;
+        }
+        let path = staging.join(name);
+        let bytes = fs::read(&path).map_err(|e| BackupError::io("read", &path, e))?;
+        store.write_state(name, bytes.into()).await?;
+    }
+    Ok(())
 }
 
 /// Loads the staged `meta.db` into `meta` and removes it (and what opening it left beside it)
@@ -236,14 +317,13 @@ fn check_target(data_dir: &Path) -> Result<(), BackupError> {
 
 /// Copies everything into `staging`, returning one line per damaged file of the backup.
 async fn restore_into(
+    store: &BlobStore,
     from: &Path,
     backup_dir: &Path,
     manifest: &BackupManifest,
     staging: &Path,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<String>, BackupError> {
-    let staging_owned = staging.to_owned();
-    let store = tokio::task::spawn_blocking(move || BlobStore::open(staging_owned)).await??;
     let mut problems = Vec::new();
 
     let total: u64 = manifest.blobs.iter().map(|b| b.size).sum();
@@ -433,18 +513,33 @@ async fn repair_blob(
     from: &Path,
     entry: &BlobEntry,
 ) -> Result<RepairOutcome, BackupError> {
-    let path = store.blob_path(&entry.digest);
     let algorithm = entry.digest.algorithm();
     let digest = entry.digest.clone();
-    let check = path.clone();
-    let state = tokio::task::spawn_blocking(move || -> Result<Option<bool>, BackupError> {
-        if stat(&check)?.is_none() {
-            return Ok(None);
+    let state = if store.is_object_storage() {
+        // The reader is made here, on the runtime, and read on a blocking thread.
+        match store.open_blob(&entry.digest).await? {
+            None => None,
+            Some(blob) => {
+                let reader = blob.into_reader();
+                let label = object_label(&digest);
+                tokio::task::spawn_blocking(move || -> Result<Option<bool>, BackupError> {
+                    let (actual, _) = hash_reader(reader, &label, algorithm, |_| {})?;
+                    Ok(Some(actual == digest))
+                })
+                .await??
+            }
         }
-        let (actual, _) = hash_file(&check, algorithm, |_| {})?;
-        Ok(Some(actual == digest))
-    })
-    .await??;
+    } else {
+        let check = store.blob_path(&entry.digest);
+        tokio::task::spawn_blocking(move || -> Result<Option<bool>, BackupError> {
+            if stat(&check)?.is_none() {
+                return Ok(None);
+            }
+            let (actual, _) = hash_file(&check, algorithm, |_| {})?;
+            Ok(Some(actual == digest))
+        })
+        .await??
+    };
     let outcome = match state {
         Some(true) => return Ok(RepairOutcome::Intact),
         None => RepairOutcome::RestoredMissing,

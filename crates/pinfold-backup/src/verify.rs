@@ -4,6 +4,10 @@
 //! time), optionally throttled to a byte rate shared by all threads so that a scrub of a live
 //! registry leaves it disk bandwidth. The metadata is read through a read-only handle, so verify
 //! runs beside a serving `pinfold serve` (SQLite in WAL mode admits the extra reader).
+//!
+//! With object storage every listed blob is read through the store (16 at a time, each streamed
+//! and hashed as it arrives) and a required blob is looked up with a `HEAD`; findings name the
+//! blob by its key under the store's prefix, `s3:blobs/<alg>/<xx>/<hex>`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -16,7 +20,12 @@ use pinfold_oci::Digest;
 use pinfold_store::BlobStore;
 use serde::Serialize;
 
-use crate::files::{hash_file, parallel_map, stat, threads};
+use futures_util::{stream, StreamExt};
+
+use crate::files::{
+    hash_file, hash_reader, object_label, open_blob_blocking, parallel_map, stat, threads,
+    OBJECT_THREADS,
+};
 use crate::{BackupError, Progress};
 
 /// How a verification runs.
@@ -130,8 +139,19 @@ pub async fn verify(
     let digests = store.list_blobs().await?;
     let hash_store = store.clone();
     let hash_progress = Arc::clone(&progress);
+    let runtime = tokio::runtime::Handle::current();
     let (mut findings, blobs_checked, bytes_checked) = tokio::task::spawn_blocking(move || {
-        hash_all(&hash_store, digests, options, hash_progress.as_ref())
+        if hash_store.is_object_storage() {
+            hash_all_objects(
+                &hash_store,
+                &runtime,
+                digests,
+                options,
+                hash_progress.as_ref(),
+            )
+        } else {
+            hash_all(&hash_store, digests, options, hash_progress.as_ref())
+        }
     })
     .await??;
     let hashing_seconds = started.elapsed().as_secs_f64();
@@ -153,6 +173,17 @@ pub async fn verify(
             }
         }
         let required: Vec<_> = references.iter().filter(|r| r.required).cloned().collect();
+        if store.is_object_storage() {
+            findings.extend(missing_objects(store, required).await?);
+            return Ok(report(
+                started,
+                hashing_seconds,
+                blobs_checked,
+                bytes_checked,
+                references_checked,
+                findings,
+            ));
+        }
         let check_store = store.clone();
         let missing = tokio::task::spawn_blocking(move || -> Result<Vec<Finding>, BackupError> {
             let mut missing = Vec::new();
@@ -173,19 +204,63 @@ pub async fn verify(
         .await??;
         findings.extend(missing);
     }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(VerifyReport {
+    Ok(report(
+        started,
+        hashing_seconds,
         blobs_checked,
         bytes_checked,
         references_checked,
         findings,
-        seconds,
+    ))
+}
+
+fn report(
+    started: Instant,
+    hashing_seconds: f64,
+    blobs_checked: u64,
+    bytes_checked: u64,
+    references_checked: u64,
+    findings: Vec<Finding>,
+) -> VerifyReport {
+    VerifyReport {
+        blobs_checked,
+        bytes_checked,
+        references_checked,
+        findings,
+        seconds: started.elapsed().as_secs_f64(),
         bytes_per_second: if hashing_seconds > 0.0 {
             bytes_checked as f64 / hashing_seconds
         } else {
             0.0
         },
-    })
+    }
+}
+
+/// The required blobs absent from object storage, looked up (`HEAD`) a few at a time.
+async fn missing_objects(
+    store: &BlobStore,
+    required: Vec<pinfold_meta::BlobReference>,
+) -> Result<Vec<Finding>, BackupError> {
+    let mut seen = HashSet::new();
+    let unique: Vec<_> = required
+        .into_iter()
+        .filter(|r| seen.insert(r.digest.clone()))
+        .collect();
+    let sizes: Vec<Result<Option<u64>, pinfold_store::StoreError>> =
+        stream::iter(unique.iter().map(|r| store.blob_size(&r.digest)))
+            .buffered(OBJECT_THREADS)
+            .collect()
+            .await;
+    let mut missing = Vec::new();
+    for (r, size) in unique.into_iter().zip(sizes) {
+        if size?.is_none() {
+            missing.push(Finding::Missing {
+                digest: r.digest,
+                referrer: r.referrer,
+            });
+        }
+    }
+    Ok(missing)
 }
 
 /// Shares a byte budget between threads: each sleeps while the bytes hashed so far are ahead of
@@ -209,6 +284,77 @@ impl Throttle {
             std::thread::sleep((due - elapsed).min(Duration::from_secs(10)));
         }
     }
+}
+
+/// [`hash_all`] for object storage: each worker opens a blob (`HEAD`; one deleted since the
+/// listing is skipped) and hashes it as it streams in. Sizes are not known up front, so the
+/// progress counts blobs.
+fn hash_all_objects(
+    store: &BlobStore,
+    runtime: &tokio::runtime::Handle,
+    digests: Vec<Digest>,
+    options: VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<Finding>, u64, u64), BackupError> {
+    progress.start("verifying blobs", digests.len() as u64, 0);
+    let throttle = Throttle {
+        rate: options.rate_bytes_per_second,
+        started: Instant::now(),
+        done: AtomicU64::new(0),
+    };
+    let n = if options.threads == 0 {
+        OBJECT_THREADS
+    } else {
+        options.threads
+    };
+    let results = parallel_map(&digests, n, |digest| {
+        let path = object_label(digest);
+        let hashed = open_blob_blocking(runtime, store, digest).and_then(|opened| {
+            opened
+                .map(|(_, reader)| {
+                    hash_reader(reader, &path, digest.algorithm(), |bytes| {
+                        throttle.consume(bytes);
+                    })
+                })
+                .transpose()
+        });
+        progress.advance(1, 0);
+        Ok(match hashed {
+            // Deleted since the listing: nothing to check.
+            Ok(None) => (None, 0, 0),
+            Ok(Some((actual, size))) if &actual == digest => (None, 1, size),
+            Ok(Some((actual, size))) => (
+                Some(Finding::Corrupt {
+                    digest: digest.clone(),
+                    actual,
+                    path,
+                    referrer: None,
+                }),
+                1,
+                size,
+            ),
+            // Deleted while it was read: nothing to check either.
+            Err(_) if matches!(runtime.block_on(store.blob_size(digest)), Ok(None)) => (None, 0, 0),
+            Err(e) => (
+                Some(Finding::Unreadable {
+                    digest: digest.clone(),
+                    path,
+                    error: e.to_string(),
+                }),
+                1,
+                0,
+            ),
+        })
+    })?;
+    progress.finish();
+    let mut findings = Vec::new();
+    let (mut blobs, mut bytes) = (0, 0);
+    for (finding, count, size) in results {
+        findings.extend(finding);
+        blobs += count;
+        bytes += size;
+    }
+    Ok((findings, blobs, bytes))
 }
 
 fn hash_all(

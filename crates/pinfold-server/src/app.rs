@@ -316,7 +316,7 @@ impl Server {
         } = self;
         if registry.store().is_object_storage() && auth_settings.config.jwt_key.is_none() {
             let local = crate::auth::default_jwt_key_path(registry.store().root());
-            share_key_file(&registry, "auth/jwt-es256.pk8", &local, |path| {
+            share_key_file(&registry, pinfold_store::SHARED_JWT_KEY, &local, |path| {
                 pinfold_auth::JwtSigner::load_or_generate(path)
                     .map(drop)
                     .map_err(|e| e.to_string())
@@ -378,7 +378,7 @@ impl Server {
         if registry.store().is_object_storage() && config.apt_signing_key.is_none() {
             share_key_file(
                 &registry,
-                "apt/signing-key.asc",
+                pinfold_store::SHARED_APT_SIGNING_KEY,
                 &apt_settings.signing_key_path,
                 |path| {
                     pinfold_apt::SigningKey::load_or_generate(path, "Pinfold APT repository")

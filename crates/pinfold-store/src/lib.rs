@@ -46,3 +46,10 @@ pub use object::{StorageBackend, StorageConfig};
 pub use store::{BlobFile, BlobReader, BlobStore};
 pub use sweep_lock::SweepGuard;
 pub use upload::UploadId;
+
+/// The shared file ([`BlobStore::read_state`]) holding the APT signing key replicas sign with.
+pub const SHARED_APT_SIGNING_KEY: &str = "apt/signing-key.asc";
+/// The shared file holding the registry-token (JWT) key replicas sign and check tokens with.
+pub const SHARED_JWT_KEY: &str = "auth/jwt-es256.pk8";
+/// Every shared file: what a backup of object storage takes from the bucket.
+pub const SHARED_STATE: [&str; 2] = [SHARED_APT_SIGNING_KEY, SHARED_JWT_KEY];

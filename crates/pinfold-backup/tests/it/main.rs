@@ -477,3 +477,152 @@ async fn a_disk_that_fills_during_backup_is_a_clear_error_and_leaves_no_backup()
     assert_eq!(report.blobs_checked, 6);
     drop(disk);
 }
+
+/// The store's configuration for Garage from `TEST_PINFOLD_S3_*` (`scripts/garage env`) under
+/// a prefix of this test's own, or `None` (after saying so; under `CI` the variables must be
+/// set).
+fn s3_config(test: &str) -> Option<pinfold_store::StorageConfig> {
+    let var = |name: &str| std::env::var(format!("TEST_PINFOLD_S3_{name}")).ok();
+    let Some(endpoint) = var("ENDPOINT").filter(|e| !e.is_empty()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide TEST_PINFOLD_S3_ENDPOINT (scripts/garage)"
+        );
+        eprintln!("{test}: skipped: TEST_PINFOLD_S3_ENDPOINT not set");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    Some(pinfold_store::StorageConfig {
+        backend: pinfold_store::StorageBackend::S3,
+        endpoint: Some(endpoint),
+        bucket: var("BUCKET").expect("TEST_PINFOLD_S3_BUCKET"),
+        region: var("REGION").unwrap_or_else(|| "garage".to_owned()),
+        prefix: format!("backup/{test}-{}-{nanos}", std::process::id()),
+        access_key_id: var("ACCESS_KEY_ID").expect("TEST_PINFOLD_S3_ACCESS_KEY_ID"),
+        secret_access_key: var("SECRET_ACCESS_KEY").expect("TEST_PINFOLD_S3_SECRET_ACCESS_KEY"),
+        ..pinfold_store::StorageConfig::default()
+    })
+}
+
+/// Blobs in object storage: a backup reads them from the bucket (incrementally) and the shared
+/// signing key from its `state/`; verify hashes every object and finds a corrupt and a
+/// missing one, which repair replaces from the backup; the backup restores onto the
+/// filesystem and into another prefix, each complete by verify, the key back in the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_storage_backs_up_verifies_repairs_and_restores_both_ways() {
+    let Some(base) = s3_config("round-trip") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // `raw` writes any bytes under a blob key of `store` (its `state/` is `store`'s prefix),
+    // which the store itself never would: the corruption below.
+    let raw = BlobStore::open_configured(tmp.path().join("raw"), &base)
+        .await
+        .unwrap();
+    let mut config = base.clone();
+    config.prefix = format!("{}/state", base.prefix);
+    let root = tmp.path().join("data");
+    let store = BlobStore::open_configured(&root, &config).await.unwrap();
+    let meta = Meta::open_sqlite(&root.join("meta.db")).await.unwrap();
+    let repo: RepoName = "team/app".parse().unwrap();
+    let mut digests = Vec::new();
+    for i in 0..5usize {
+        // The last one is a multipart object.
+        let len = if i == 4 { 9 << 20 } else { 1000 * (i + 1) };
+        let bytes = Bytes::from((0..len).map(|n| (n * 31 + i) as u8).collect::<Vec<u8>>());
+        let digest = Digest::sha256(&bytes);
+        store.put_blob(&digest, bytes.clone()).await.unwrap();
+        meta.link_blob(&repo, &digest, bytes.len() as u64)
+            .await
+            .unwrap();
+        digests.push(digest);
+    }
+    let key = Bytes::from_static(b"-----BEGIN PGP PRIVATE KEY BLOCK-----\nshared\n");
+    store
+        .write_state("apt/signing-key.asc", key.clone())
+        .await
+        .unwrap();
+
+    let to = tempfile::tempdir().unwrap();
+    let first = backup(&meta, &store, to.path(), progress()).await.unwrap();
+    assert!(first.missing.is_empty(), "{:?}", first.missing);
+    assert_eq!(first.blobs_copied, 5);
+    let saved = first.path.join("state/apt/signing-key.asc");
+    assert_eq!(fs::read(&saved).unwrap(), key);
+    assert_eq!(
+        fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = backup(&meta, &store, to.path(), progress()).await.unwrap();
+    assert_eq!((again.blobs_copied, again.blobs_skipped), (0, 5));
+
+    let check = |store: BlobStore, meta: Meta| async move {
+        verify(&store, Some(&meta), VerifyOptions::default(), progress())
+            .await
+            .unwrap()
+    };
+    let clean = check(store.clone(), meta.clone()).await;
+    assert!(clean.findings.is_empty(), "{:?}", clean.findings);
+    assert_eq!((clean.blobs_checked, clean.references_checked), (5, 5));
+
+    let hex = digests[0].encoded().to_owned();
+    raw.write_state(
+        &format!("blobs/sha256/{}/{hex}", &hex[..2]),
+        Bytes::from_static(b"not the blob"),
+    )
+    .await
+    .unwrap();
+    assert!(store.delete_blob(&digests[4]).await.unwrap());
+    let report = check(store.clone(), meta.clone()).await;
+    assert_eq!(report.findings.len(), 2, "{:?}", report.findings);
+    assert!(report.findings.iter().any(|f| matches!(f,
+        Finding::Corrupt { digest, referrer: Some(r), .. } if digest == &digests[0] && r.contains("team/app"))));
+    assert!(report
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::Missing { digest, .. } if digest == &digests[4])));
+    let fixed = repair(to.path(), None, &store, progress()).await.unwrap();
+    assert_eq!(fixed.replaced_corrupt, vec![digests[0].to_string()]);
+    assert_eq!(fixed.restored_missing, vec![digests[4].to_string()]);
+    assert!(fixed.unrepairable.is_empty());
+    let after = check(store.clone(), meta.clone()).await;
+    assert!(after.findings.is_empty(), "{:?}", after.findings);
+
+    // Onto the filesystem: blob files, the key in the data directory.
+    let plain = tmp.path().join("plain");
+    restore(to.path(), None, &plain, None, progress())
+        .await
+        .unwrap();
+    assert_eq!(fs::read(plain.join("apt/signing-key.asc")).unwrap(), key);
+    let plain_store = BlobStore::open(&plain).unwrap();
+    let plain_meta = Meta::open_sqlite(&plain.join("meta.db")).await.unwrap();
+    let report = check(plain_store.clone(), plain_meta).await;
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.blobs_checked, 5);
+    assert!(fs::metadata(plain_store.blob_path(&digests[4])).is_ok());
+
+    // Into another prefix: the blobs and the key in the bucket, none on the local disk.
+    let mut other = base.clone();
+    other.prefix = format!("{}/other", base.prefix);
+    let back = tmp.path().join("back");
+    pinfold_backup::restore_to(to.path(), None, &back, None, &other, progress())
+        .await
+        .unwrap();
+    assert!(
+        files_under(&back.join("blobs")).is_empty(),
+        "{:?}",
+        files_under(&back.join("blobs"))
+    );
+    let back_store = BlobStore::open_configured(&back, &other).await.unwrap();
+    assert_eq!(
+        back_store.read_state("apt/signing-key.asc").await.unwrap(),
+        Some(key)
+    );
+    let back_meta = Meta::open_sqlite(&back.join("meta.db")).await.unwrap();
+    let report = check(back_store, back_meta).await;
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.blobs_checked, 5);
+}

@@ -128,7 +128,8 @@ impl Progress for Bar {
     }
 }
 
-/// The data directory and metadata handle the configuration names, refusing a directory that
+/// The data directory, metadata handle and blob store (`[storage]`: the data directory's
+/// `blobs/` or object storage) the configuration names, refusing a directory that
 /// is not a Pinfold data directory (no meta.db: nothing to back up or check, and opening would
 /// create one).
 async fn open_data_dir(
@@ -143,7 +144,6 @@ async fn open_data_dir(
             ..Overrides::default()
         },
     )?;
-    refuse_object_storage(&config)?;
     let data_dir = config.data_dir.clone();
     let meta = if config.meta.postgres_url.is_some() {
         config.meta.open(&data_dir).await?
@@ -157,22 +157,27 @@ async fn open_data_dir(
             .await
             .with_context(|| format!("opening {}", db.display()))?
     };
-    let store = BlobStore::open(&data_dir)
-        .with_context(|| format!("opening the blob store in {}", data_dir.display()))?;
+    let store = match open_store(&data_dir, &config).await {
+        Ok(store) => store,
+        Err(e) => {
+            meta.close().await;
+            return Err(e);
+        }
+    };
     Ok((data_dir, meta, store))
 }
 
-/// Backups, restores and verification read and write blob files in the data directory; with
-/// `[storage] backend = "s3"` the blobs are elsewhere, and a backup that silently lacked them
-/// would be worse than none.
-fn refuse_object_storage(config: &Config) -> anyhow::Result<()> {
-    if config.storage.backend == pinfold_store::StorageBackend::S3 {
-        bail!(
-            "[storage] backend = \"s3\": backup, restore and verify of object storage are not \
-             supported yet (the bucket's own versioning or replication is the safeguard meanwhile)"
-        );
-    }
-    Ok(())
+/// The blob store `[storage]` names: the data directory's `blobs/`, or object storage (with
+/// the data directory for local files: keys, the sweep lock).
+async fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<BlobStore> {
+    let place = if config.storage.backend == pinfold_store::StorageBackend::S3 {
+        config.storage.describe()
+    } else {
+        data_dir.display().to_string()
+    };
+    BlobStore::open_configured(data_dir, &config.storage)
+        .await
+        .with_context(|| format!("opening the blob store in {place}"))
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -242,7 +247,9 @@ pub async fn backup(args: BackupArgs, config_file: Option<&Path>) -> anyhow::Res
 /// written).
 ///
 /// The metadata goes where the configuration keeps it: the new data directory's `meta.db`, or
-/// with `[meta] postgres_url` (`PINFOLD_META_POSTGRES_URL`) an empty PostgreSQL database.
+/// with `[meta] postgres_url` (`PINFOLD_META_POSTGRES_URL`) an empty PostgreSQL database. The
+/// blobs go where `[storage]` keeps them: the new data directory, or object storage (with the
+/// keys replicas share also put in the bucket). A backup of either backend restores onto either.
 pub async fn restore(args: RestoreArgs, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let progress = Bar::for_terminal(!args.json);
     let config = Config::load(
@@ -253,13 +260,12 @@ pub async fn restore(args: RestoreArgs, config_file: Option<&Path>) -> anyhow::R
             ..Overrides::default()
         },
     )?;
-    refuse_object_storage(&config)?;
     if args.repair {
         // A PostgreSQL instance's data directory has no meta.db; its blobs are what is repaired.
         if config.meta.postgres_url.is_none() && !args.data_dir.join("meta.db").is_file() {
             bail!(pinfold_backup::BackupError::NotADataDir(args.data_dir));
         }
-        let store = BlobStore::open(&args.data_dir)?;
+        let store = open_store(&args.data_dir, &config).await?;
         let summary = pinfold_backup::repair(&args.from, args.backup.as_deref(), &store, progress)
             .await
             .with_context(|| format!("repairing {}", args.data_dir.display()))?;
@@ -301,11 +307,12 @@ pub async fn restore(args: RestoreArgs, config_file: Option<&Path>) -> anyhow::R
         ),
         None => None,
     };
-    let result = pinfold_backup::restore(
+    let result = pinfold_backup::restore_to(
         &args.from,
         args.backup.as_deref(),
         &args.data_dir,
         metadata.as_ref(),
+        &config.storage,
         progress,
     )
     .await;
@@ -316,15 +323,22 @@ pub async fn restore(args: RestoreArgs, config_file: Option<&Path>) -> anyhow::R
     if args.json {
         print_json(&summary)?;
     } else {
+        let mut elsewhere = Vec::new();
+        if config.storage.backend == pinfold_store::StorageBackend::S3 {
+            elsewhere.push(format!("blobs into {}", config.storage.describe()));
+        }
+        if summary.metadata_in_postgres {
+            elsewhere.push("metadata into PostgreSQL".to_owned());
+        }
         writeln!(
             std::io::stdout().lock(),
             "restored backup {} into {}{}: {} blobs ({} bytes) and {} files verified, {:.1} s",
             summary.backup,
             summary.data_dir.display(),
-            if summary.metadata_in_postgres {
-                " (metadata into PostgreSQL)"
+            if elsewhere.is_empty() {
+                String::new()
             } else {
-                ""
+                format!(" ({})", elsewhere.join(", "))
             },
             summary.blobs,
             summary.bytes,

@@ -598,3 +598,201 @@ async fn a_registry_token_from_one_replica_works_on_another() {
     drop((first, second));
     drop(database);
 }
+
+/// Issue 17 item 4, durability tools on object storage: `pinfold backup` of a cluster (S3 and
+/// PostgreSQL) reads the blobs from the bucket (a second run copies none) and the keys the
+/// replicas share from its `state/`; `pinfold verify` hashes every blob in the bucket. The
+/// backup restores onto one plain node (filesystem and SQLite, none of the cluster's
+/// configuration), which serves the image with the same digests and signs APT indices with
+/// the cluster's key, and back into a fresh bucket prefix and PostgreSQL database, where a
+/// server serves it again and no blob lands on the local disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_backup_restores_onto_a_plain_node_and_back() {
+    use crate::harness::Tool;
+    let Some(mut env) = storage_env("backup") else {
+        return;
+    };
+    let (Some(source), Some(target)) = (scratch_database().await, scratch_database().await) else {
+        return;
+    };
+    let mut env_back = storage_env("backup-back").expect("storage env");
+    env.push(("PINFOLD_META_POSTGRES_URL".into(), source.url.clone()));
+    env_back.push(("PINFOLD_META_POSTGRES_URL".into(), target.url.clone()));
+    let with_env =
+        |tool: Tool, env: &[(String, String)]| env.iter().fold(tool, |tool, (k, v)| tool.env(k, v));
+
+    let cluster = TestServer::start_with_env(&as_refs(&env)).await;
+    let mut rng = Rng::new();
+    // Layers over 8 MiB: multipart objects.
+    let image = Image::random(&mut rng, ImageFormat::Oci, "amd64", 2, 9 * 1024 * 1024);
+    RegistryClient::new(cluster.client().clone(), &cluster.url())
+        .push_image("team/dr", "1", &image)
+        .await;
+    let apt_key = |server: &TestServer| {
+        let request = server
+            .client()
+            .get(format!("{}/apt/pinfold.asc", server.url()));
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.bytes().await.unwrap().to_vec()
+        }
+    };
+    let cluster_key = apt_key(&cluster).await;
+
+    // The backup runs from a machine of its own: an empty data directory, the cluster's
+    // configuration.
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let backup_node = tmp.path().join("backup-node");
+    let backup = || {
+        with_env(Tool::pinfold(), &env)
+            .args(["backup", "--json", "--to"])
+            .arg(&backups)
+            .arg("--data-dir")
+            .arg(&backup_node)
+            .output()
+    };
+    let out = backup().await;
+    assert_eq!(out.code(), Some(0), "backup: {}", out.stderr());
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(
+        summary["backup"]["missing"],
+        serde_json::json!([]),
+        "{summary}"
+    );
+    // The manifest, the config and two layers.
+    assert_eq!(summary["backup"]["blobs_copied"], 4, "{summary}");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(summary["backup"]["path"].as_str().unwrap()).join("manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let files: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    for shared in ["state/apt/signing-key.asc", "state/auth/jwt-es256.pk8"] {
+        assert!(
+            files.contains(&shared),
+            "{shared} from the bucket: {files:?}"
+        );
+    }
+    // Incremental: a second backup reads no blob again.
+    let out = backup().await;
+    assert_eq!(out.code(), Some(0), "backup: {}", out.stderr());
+    let again: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(again["backup"]["blobs_copied"], 0, "{again}");
+    assert_eq!(again["backup"]["blobs_skipped"], 4, "{again}");
+
+    let verify = |env: &[(String, String)], data_dir: &Path| {
+        with_env(Tool::pinfold(), env)
+            .args(["verify", "--json", "--data-dir"])
+            .arg(data_dir)
+            .output()
+    };
+    let out = verify(&env, &backup_node).await;
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "verify: {}{}",
+        out.stdout(),
+        out.stderr()
+    );
+    let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(report["findings"], serde_json::json!([]), "{report}");
+    assert_eq!(report["blobs_checked"], 4, "{report}");
+    assert_eq!(report["references_checked"], 4, "{report}");
+    drop(cluster);
+
+    let serves_the_image = |server: &TestServer| {
+        let registry = RegistryClient::new(server.client().clone(), &server.url());
+        let image = &image;
+        async move {
+            let fetched = registry.get_manifest("team/dr", "1").await.unwrap();
+            assert_eq!(fetched.status, 200);
+            assert!(fetched.body == image.manifest.bytes, "the same manifest");
+            for blob in image.blobs() {
+                let fetched = registry.get_blob("team/dr", &blob.digest).await.unwrap();
+                assert_eq!(fetched.status, 200, "{}", blob.digest);
+                assert!(fetched.body == blob.bytes, "{} byte for byte", blob.digest);
+            }
+        }
+    };
+    let restore = |env: &[(String, String)], data_dir: &Path| {
+        with_env(Tool::pinfold(), env)
+            .args(["restore", "--json", "--from"])
+            .arg(&backups)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .output()
+    };
+
+    // Onto one plain node: filesystem and SQLite.
+    let mut plain = TestServer::start_with_env(&[]).await;
+    assert!(plain.terminate(), "server stops cleanly");
+    let plain_dir = plain.data_dir().to_owned();
+    std::fs::remove_dir_all(&plain_dir).unwrap();
+    let out = restore(&[], &plain_dir).await;
+    assert_eq!(out.code(), Some(0), "restore: {}", out.stderr());
+    let restored: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(restored["metadata_in_postgres"], false, "{restored}");
+    assert!(plain_dir.join("meta.db").is_file());
+    assert_eq!(
+        local_blob_files(&plain_dir).len(),
+        4,
+        "the blobs are files now"
+    );
+    plain.restart().await;
+    serves_the_image(&plain).await;
+    assert!(
+        apt_key(&plain).await == cluster_key,
+        "the cluster's APT key"
+    );
+    let out = verify(&[], &plain_dir).await;
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "verify: {}{}",
+        out.stdout(),
+        out.stderr()
+    );
+    drop(plain);
+
+    // And back: a fresh bucket prefix and PostgreSQL database.
+    let mut back = TestServer::start_with_env(&[]).await;
+    assert!(back.terminate(), "server stops cleanly");
+    let back_dir = back.data_dir().to_owned();
+    std::fs::remove_dir_all(&back_dir).unwrap();
+    let out = restore(&env_back, &back_dir).await;
+    assert_eq!(out.code(), Some(0), "restore: {}", out.stderr());
+    let restored: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(restored["metadata_in_postgres"], true, "{restored}");
+    assert!(
+        local_blob_files(&back_dir).is_empty(),
+        "the blobs went into the bucket: {:?}",
+        local_blob_files(&back_dir)
+    );
+    for (key, value) in &env_back {
+        back.set_env(key, value);
+    }
+    back.restart().await;
+    serves_the_image(&back).await;
+    assert!(apt_key(&back).await == cluster_key, "the cluster's APT key");
+    let out = verify(&env_back, &back_dir).await;
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "verify: {}{}",
+        out.stdout(),
+        out.stderr()
+    );
+    let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(report["blobs_checked"], 4, "{report}");
+    drop(back);
+    drop((source, target));
+}
