@@ -7,6 +7,8 @@
 //! | `GET /v2/` | any valid credential (anonymous registry tokens count) |
 //! | `GET/HEAD /v2/<name>/{manifests,blobs,tags,referrers}/...` | pull on `<name>` |
 //! | `PUT /v2/<name>/manifests/..`, `/v2/<name>/blobs/uploads/...` | push on `<name>` |
+//! | `POST /v2/<name>/blobs/uploads/?mount=<d>[&from=<src>]` | push on `<name>`; the handler mounts only from a repository the caller may pull (`auth::Access`) |
+//! | `GET /v2/<alias>/...` read through a mirror alias | pull on `<alias>`; the dispatcher checks the rules' pull on the repository it means |
 //! | `DELETE /v2/<name>/{manifests,blobs}/...` | delete on `<name>` |
 //! | `GET /v2/_catalog`, `GET /api/v1/drift*` | global pull |
 //! | `GET /api/v1/repositories/<name>/tags/<tag>/history` | pull on `<name>` |
