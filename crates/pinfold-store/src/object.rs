@@ -437,9 +437,9 @@ impl ObjectBlobs {
         });
         let chunks = tokio_stream_from(rx);
         let written = self
-            .write_verified(
+            .write_object(
                 &key,
-                digest,
+                Some(digest),
                 chunks.map_err(|e| StoreError::io("read", &path, e)),
             )
             .await;
@@ -447,28 +447,32 @@ impl ObjectBlobs {
         written
     }
 
-    /// Writes `chunks` to `key` as one object, hashing them; the object becomes visible only
-    /// when their digest is `expected` (a single `PUT` for what fits one part, else a
-    /// multipart upload completed after the check and aborted otherwise).
-    async fn write_verified<S>(
+    /// Writes `chunks` to `key` as one object, made visible only when the whole stream ended
+    /// without error (a single `PUT` for what fits one part, else a multipart upload completed
+    /// then, and aborted otherwise) and, with `expected`, only when the chunks hash to it.
+    /// Without `expected` an empty stream writes nothing (an append of no bytes has no part);
+    /// with it, an empty object (the empty blob).
+    async fn write_object<S>(
         &self,
         key: &Key,
-        expected: &Digest,
+        expected: Option<&Digest>,
         chunks: S,
     ) -> Result<u64, StoreError>
     where
         S: Stream<Item = Result<Bytes, StoreError>> + Send,
     {
         let mut chunks = std::pin::pin!(chunks);
-        let mut digester = Digester::new(expected.algorithm());
+        let mut digester = expected.map(|d| Digester::new(d.algorithm()));
         let mut buffered: Vec<Bytes> = Vec::new();
         let mut buffered_len = 0usize;
         let mut multipart: Option<WriteMultipart> = None;
         let mut total = 0u64;
-        let result: Result<(), StoreError> = async {
+        let streamed: Result<(), StoreError> = async {
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk?;
-                digester.update(&chunk);
+                if let Some(digester) = &mut digester {
+                    digester.update(&chunk);
+                }
                 total += chunk.len() as u64;
                 match &mut multipart {
                     Some(upload) => {
@@ -500,15 +504,20 @@ impl ObjectBlobs {
             Ok(())
         }
         .await;
-        let actual = digester.finalize();
-        let verified = match result {
-            Err(e) => Err(e),
-            Ok(()) if actual != *expected => Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            }),
-            Ok(()) => Ok(()),
-        };
+        let verified = streamed.and_then(|()| match (expected, digester) {
+            (Some(expected), Some(digester)) => {
+                let actual = digester.finalize();
+                if actual == *expected {
+                    Ok(())
+                } else {
+                    Err(StoreError::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    })
+                }
+            }
+            _ => Ok(()),
+        });
         match (verified, multipart) {
             (Ok(()), Some(upload)) => {
                 upload
@@ -516,6 +525,7 @@ impl ObjectBlobs {
                     .await
                     .map_err(|e| self.error("write", key, e))?;
             }
+            (Ok(()), None) if total == 0 && expected.is_none() => {}
             (Ok(()), None) => {
                 let payload: PutPayload = buffered.into_iter().collect();
                 self.store
@@ -525,7 +535,7 @@ impl ObjectBlobs {
             }
             (Err(e), Some(upload)) => {
                 if let Err(abort) = upload.abort().await {
-                    tracing::warn!(error = %abort, "aborting a refused multipart upload");
+                    tracing::warn!(error = %abort, "aborting a multipart upload that failed");
                 }
                 return Err(e);
             }
@@ -669,82 +679,11 @@ impl ObjectBlobs {
             Ok(chunk)
         });
         let key = self.part_key(id, offset);
-        let written = self.write_part(&key, chunks).await?;
+        let written = self.write_object(&key, None, chunks).await?;
         guard.hash = hash;
         let len = offset + written;
         handle.set_settled_len(Some(len));
         Ok(len)
-    }
-
-    /// Writes one append's part; nothing at all for an empty body. On any failure nothing is
-    /// left at `key`.
-    async fn write_part<S>(&self, key: &Key, chunks: S) -> Result<u64, StoreError>
-    where
-        S: Stream<Item = Result<Bytes, StoreError>> + Send,
-    {
-        let mut chunks = std::pin::pin!(chunks);
-        let mut buffered: Vec<Bytes> = Vec::new();
-        let mut buffered_len = 0usize;
-        let mut multipart: Option<WriteMultipart> = None;
-        let mut total = 0u64;
-        let result: Result<(), StoreError> = async {
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk?;
-                total += chunk.len() as u64;
-                match &mut multipart {
-                    Some(upload) => {
-                        upload
-                            .wait_for_capacity(PART_CONCURRENCY)
-                            .await
-                            .map_err(|e| self.error("write upload", key, e))?;
-                        upload.put(chunk);
-                    }
-                    None => {
-                        buffered_len += chunk.len();
-                        buffered.push(chunk);
-                        if buffered_len >= PART_BYTES {
-                            let upload = self
-                                .store
-                                .put_multipart(key)
-                                .await
-                                .map_err(|e| self.error("write upload", key, e))?;
-                            let mut upload =
-                                WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-                            for piece in buffered.drain(..) {
-                                upload.put(piece);
-                            }
-                            multipart = Some(upload);
-                        }
-                    }
-                }
-            }
-            Ok(())
-        }
-        .await;
-        match (result, multipart) {
-            (Ok(()), Some(upload)) => {
-                upload
-                    .finish()
-                    .await
-                    .map_err(|e| self.error("write upload", key, e))?;
-            }
-            (Ok(()), None) if total == 0 => {}
-            (Ok(()), None) => {
-                let payload: PutPayload = buffered.into_iter().collect();
-                self.store
-                    .put(key, payload)
-                    .await
-                    .map_err(|e| self.error("write upload", key, e))?;
-            }
-            (Err(e), Some(upload)) => {
-                if let Err(abort) = upload.abort().await {
-                    tracing::warn!(error = %abort, "aborting an interrupted append");
-                }
-                return Err(e);
-            }
-            (Err(e), None) => return Err(e),
-        }
-        Ok(total)
     }
 
     pub(crate) async fn upload_digest(&self, id: &UploadId) -> Result<Option<Digest>, StoreError> {
@@ -852,7 +791,7 @@ impl ObjectBlobs {
                             .await
                             .map_err(|e| self.error("copy", &key, e))?,
                         parts => {
-                            self.write_verified(&key, expected, self.read_parts(parts))
+                            self.write_object(&key, Some(expected), self.read_parts(parts))
                                 .await?;
                         }
                     }
@@ -875,7 +814,7 @@ impl ObjectBlobs {
                         });
                     }
                 } else {
-                    self.write_verified(&key, expected, self.read_parts(&objects.parts))
+                    self.write_object(&key, Some(expected), self.read_parts(&objects.parts))
                         .await?;
                 }
             }

@@ -53,6 +53,17 @@ pub(crate) fn storage_env(test: &str) -> Option<Vec<(String, String)>> {
     ])
 }
 
+/// The environment of a cluster of replicas: [`storage_env`] and a scratch PostgreSQL database
+/// (dropped with the returned guard); `None` when the test is skipped.
+pub(crate) async fn cluster_env(
+    test: &str,
+) -> Option<(Vec<(String, String)>, crate::e2e::postgres::ScratchDatabase)> {
+    let mut env = storage_env(test)?;
+    let database = scratch_database().await?;
+    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
+    Some((env, database))
+}
+
 pub(crate) fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
@@ -139,13 +150,9 @@ async fn skopeo_pushes_and_pulls_through_object_storage_with_digests_unchanged()
 /// one wrote the other serves.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chunked_upload_moves_between_servers_sharing_the_bucket_and_database() {
-    let Some(mut env) = storage_env("replicas") else {
+    let Some((env, database)) = cluster_env("replicas").await else {
         return;
     };
-    let Some(database) = scratch_database().await else {
-        return;
-    };
-    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
     let mut first = TestServer::start_with_env(&as_refs(&env)).await;
     let second = TestServer::start_with_env(&as_refs(&env)).await;
     let client = first.client().clone();
@@ -293,13 +300,9 @@ async fn serve_refuses_a_store_it_cannot_use_with_one_line() {
 /// runs on exactly one of them, and the other takes it over when the holder dies.
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_see_each_others_tag_moves_and_share_out_the_workers() {
-    let Some(mut env) = storage_env("coordination") else {
+    let Some((env, database)) = cluster_env("coordination").await else {
         return;
     };
-    let Some(database) = scratch_database().await else {
-        return;
-    };
-    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
     let first = TestServer::start_with_env(&as_refs(&env)).await;
     let second = TestServer::start_with_env(&as_refs(&env)).await;
     let mut rng = Rng::new();
@@ -481,13 +484,9 @@ async fn blob_gets_redirect_to_presigned_store_urls_when_asked() {
 /// the one the first replica to start put in the store.
 #[tokio::test(flavor = "multi_thread")]
 async fn apt_uploads_and_indices_are_shared_by_replicas_on_object_storage() {
-    let Some(mut env) = storage_env("apt") else {
+    let Some((env, database)) = cluster_env("apt").await else {
         return;
     };
-    let Some(database) = scratch_database().await else {
-        return;
-    };
-    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
     let first = TestServer::start_with_env(&as_refs(&env)).await;
     let second = TestServer::start_with_env(&as_refs(&env)).await;
     let tmp = tempfile::tempdir().unwrap();
@@ -553,16 +552,12 @@ async fn apt_uploads_and_indices_are_shared_by_replicas_on_object_storage() {
 /// one bucket share the token-signing key (the first to start stores it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_token_from_one_replica_works_on_another() {
-    let Some(mut env) = storage_env("tokens") else {
-        return;
-    };
-    let Some(database) = scratch_database().await else {
+    let Some((mut env, database)) = cluster_env("tokens").await else {
         return;
     };
     // bcrypt (cost 5) of "benchpw".
     let users = r#"[{name = "alice", password_bcrypt = "$2b$05$021bV4BQImEEeSxl/Wk/HOse9zTeArg2FJnTXJksxUyonuCJDR5fy"}]"#;
     let rules = r#"[{repositories = "team/*", users = ["alice"], actions = ["pull", "push"]}]"#;
-    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
     env.push(("PINFOLD_USER".into(), users.into()));
     env.push(("PINFOLD_PERMISSION".into(), rules.into()));
     let first = TestServer::start_with_env(&as_refs(&env)).await;

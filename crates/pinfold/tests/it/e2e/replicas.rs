@@ -11,8 +11,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::e2e::object_storage::{as_refs, storage_env};
-use crate::e2e::postgres::{scratch_database, ScratchDatabase};
+use crate::e2e::object_storage::{as_refs, cluster_env};
+use crate::e2e::postgres::ScratchDatabase;
 use crate::harness::{
     read_oci_layout_blob, require_tool, write_oci_layout, Blob, Haproxy, Image, ImageFormat,
     RegistryClient, Rng, TestServer, Tool,
@@ -21,9 +21,7 @@ use crate::harness::{
 /// `count` replicas over one bucket prefix and one scratch PostgreSQL database; `None` (the
 /// test skips) without Garage or PostgreSQL, which CI does not allow.
 async fn start_replicas(test: &str, count: usize) -> Option<(Vec<TestServer>, ScratchDatabase)> {
-    let mut env = storage_env(test)?;
-    let database = scratch_database().await?;
-    env.push(("PINFOLD_META_POSTGRES_URL".into(), database.url.clone()));
+    let (env, database) = cluster_env(test).await?;
     let mut replicas = Vec::new();
     for _ in 0..count {
         replicas.push(TestServer::start_with_env(&as_refs(&env)).await);
