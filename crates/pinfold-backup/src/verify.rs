@@ -286,6 +286,18 @@ impl Throttle {
     }
 }
 
+/// Findings, blobs checked and bytes hashed, summed over the per-blob results.
+fn tally(results: Vec<(Option<Finding>, u64, u64)>) -> (Vec<Finding>, u64, u64) {
+    let mut findings = Vec::new();
+    let (mut blobs, mut bytes) = (0, 0);
+    for (finding, count, size) in results {
+        findings.extend(finding);
+        blobs += count;
+        bytes += size;
+    }
+    (findings, blobs, bytes)
+}
+
 /// [`hash_all`] for object storage: each worker opens a blob (`HEAD`; one deleted since the
 /// listing is skipped) and hashes it as it streams in. Sizes are not known up front, so the
 /// progress counts blobs.
@@ -347,14 +359,7 @@ fn hash_all_objects(
         })
     })?;
     progress.finish();
-    let mut findings = Vec::new();
-    let (mut blobs, mut bytes) = (0, 0);
-    for (finding, count, size) in results {
-        findings.extend(finding);
-        blobs += count;
-        bytes += size;
-    }
-    Ok((findings, blobs, bytes))
+    Ok(tally(results))
 }
 
 fn hash_all(
@@ -418,12 +423,5 @@ fn hash_all(
         })
     })?;
     progress.finish();
-    let mut findings = Vec::new();
-    let (mut blobs, mut bytes) = (0, 0);
-    for (finding, count, size) in results {
-        findings.extend(finding);
-        blobs += count;
-        bytes += size;
-    }
-    Ok((findings, blobs, bytes))
+    Ok(tally(results))
 }

@@ -37,8 +37,9 @@ use object_store::{
 use pinfold_oci::{Digest, DigestAlgorithm, Digester};
 use serde::{Deserialize, Serialize};
 
-use crate::session::Sessions;
+use crate::session::{Session, SessionHandle, Sessions};
 use crate::{StoreError, UploadId};
+use tokio::sync::OwnedMutexGuard;
 
 /// Bytes buffered before an append or a blob write turns into a multipart upload; also the
 /// part size. S3 wants parts of at least 5 MiB (but the last).
@@ -612,6 +613,30 @@ impl ObjectBlobs {
         }))
     }
 
+    /// Takes `id`'s lock and lists its objects, with the running hash kept only if it covers
+    /// exactly what they hold (appends and completion start here).
+    ///
+    /// # Errors
+    /// [`StoreError::UploadUnknown`] for a session that ended or has no marker (forgotten).
+    async fn lock_session(
+        &self,
+        id: &UploadId,
+    ) -> Result<(Arc<SessionHandle>, OwnedMutexGuard<Session>, SessionObjects), StoreError> {
+        let (handle, _) = self.sessions.get_or_insert(id);
+        let mut guard = Arc::clone(&handle.state).lock_owned().await;
+        let unknown = || StoreError::UploadUnknown(id.to_string());
+        if guard.ended {
+            return Err(unknown());
+        }
+        let Some(objects) = self.session_objects(id).await? else {
+            guard.ended = true;
+            self.sessions.forget(id, &handle);
+            return Err(unknown());
+        };
+        guard.reconcile(objects.len());
+        Ok((handle, guard, objects))
+    }
+
     pub(crate) async fn upload_offset(&self, id: &UploadId) -> Result<Option<u64>, StoreError> {
         if let Some(handle) = self.sessions.get(id) {
             if handle.state.try_lock().is_err() {
@@ -634,19 +659,8 @@ impl ObjectBlobs {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let (handle, _) = self.sessions.get_or_insert(id);
-        let mut guard = Arc::clone(&handle.state).lock_owned().await;
-        let unknown = || StoreError::UploadUnknown(id.to_string());
-        if guard.ended {
-            return Err(unknown());
-        }
-        let Some(objects) = self.session_objects(id).await? else {
-            guard.ended = true;
-            self.sessions.forget(id, &handle);
-            return Err(unknown());
-        };
+        let (handle, mut guard, objects) = self.lock_session(id).await?;
         let offset = objects.len();
-        guard.reconcile(offset);
         handle.set_settled_len(Some(offset));
         if let Some(requested) = expected_offset {
             if requested != offset {
@@ -749,19 +763,8 @@ impl ObjectBlobs {
         id: &UploadId,
         expected: &Digest,
     ) -> Result<u64, StoreError> {
-        let (handle, _) = self.sessions.get_or_insert(id);
-        let mut guard = Arc::clone(&handle.state).lock_owned().await;
-        let unknown = || StoreError::UploadUnknown(id.to_string());
-        if guard.ended {
-            return Err(unknown());
-        }
-        let Some(objects) = self.session_objects(id).await? else {
-            guard.ended = true;
-            self.sessions.forget(id, &handle);
-            return Err(unknown());
-        };
+        let (handle, mut guard, objects) = self.lock_session(id).await?;
         let len = objects.len();
-        guard.reconcile(len);
         let known = guard
             .hash
             .clone()

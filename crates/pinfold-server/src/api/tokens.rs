@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::ApiError;
-use crate::auth::{Auth, Caller, ClientAddr};
+use crate::auth::{Access, Auth, Caller, ClientAddr};
 use crate::AppState;
 
 /// Longest lifetime a token may be given: ten years.
@@ -130,12 +130,13 @@ fn forbidden() -> ApiError {
 /// `POST /api/v1/tokens`.
 pub async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Extension(access): Extension<Access>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,
     Json(body): Json<CreateToken>,
 ) -> Result<Response, ApiError> {
     let auth = &state.auth;
-    let (actor, admin) = who(auth, &caller);
+    let caller = access.caller();
+    let (actor, admin) = who(auth, caller);
     let user = body.user.unwrap_or_else(|| actor.clone());
     if user != actor && !admin {
         return Err(forbidden());
@@ -159,7 +160,7 @@ pub async fn create(
         None => None,
     };
     if auth.enabled() {
-        within_credential(auth, &caller, &scope, expires_at, now)?;
+        within_credential(auth, caller, &scope, expires_at, now)?;
     }
     let (id, secret) = new_token_secret().map_err(|_| {
         ApiError::with_status(
@@ -204,11 +205,12 @@ pub struct ListQuery {
 /// `GET /api/v1/tokens`: the caller's tokens, or (admin) everyone's or `?user=`'s.
 pub async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Extension(access): Extension<Access>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<TokenView>>, ApiError> {
     let auth = &state.auth;
-    let (actor, admin) = who(auth, &caller);
+    let caller = access.caller();
+    let (actor, admin) = who(auth, caller);
     let user = match (query.user, admin) {
         (Some(user), true) => Some(user),
         (None, true) => None,
@@ -227,12 +229,13 @@ pub async fn list(
 /// `DELETE /api/v1/tokens/{id}`: revokes (the record stays, for the audit trail).
 pub async fn revoke(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Extension(access): Extension<Access>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenView>, ApiError> {
     let auth = &state.auth;
-    let (actor, admin) = who(auth, &caller);
+    let caller = access.caller();
+    let (actor, admin) = who(auth, caller);
     let owner = auth
         .meta()
         .list_tokens(None)

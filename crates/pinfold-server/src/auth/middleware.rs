@@ -53,8 +53,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         };
         request
             .extensions_mut()
-            .insert(Access::new(auth.clone(), caller.clone(), client.clone()));
-        request.extensions_mut().insert(caller);
+            .insert(Access::new(auth.clone(), caller, client.clone()));
         let response = next.run(request).await;
         audit_write(auth, &need, "anonymous", &client, response.status()).await;
         return response;
@@ -90,8 +89,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     let actor = caller.principal.actor().to_owned();
     request
         .extensions_mut()
-        .insert(Access::new(auth.clone(), caller.clone(), client.clone()));
-    request.extensions_mut().insert(caller);
+        .insert(Access::new(auth.clone(), caller, client.clone()));
     let response = ACTOR.scope(actor.clone(), next.run(request)).await;
     audit_write(auth, &need, &actor, &client, response.status()).await;
     response

@@ -133,9 +133,9 @@ impl Access {
                 .allowed(&rules_only, resolved, action)
     }
 
-    /// Who is asking, for the audit log and per-caller limits: the user, or `anonymous`.
-    pub fn actor(&self) -> &str {
-        self.caller.principal.actor()
+    /// The authenticated caller.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
     }
 
     /// Whom per-caller limits count against: the user, or the client's address for
@@ -145,11 +145,6 @@ impl Access {
             Some(user) if self.auth.enabled() => format!("user:{user}"),
             _ => format!("addr:{}", self.client),
         }
-    }
-
-    /// The client's address.
-    pub fn client(&self) -> &str {
-        &self.client
     }
 
     fn new(auth: Auth, caller: Caller, client: String) -> Access {
